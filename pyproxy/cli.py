@@ -1,0 +1,129 @@
+"""``pyproxy``: the command line, kept thin. nutcracker's flags keep their meaning.
+
+Exit codes: 0 clean stop or valid config, 1 invalid config (``-t``), 2 usage error,
+3 startup failure. Every error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from . import __version__, config
+from .server import StartupError, serve
+
+DESCRIPTION = """\
+pyproxy: a Redis sharding proxy (a twemproxy replacement) with ZooKeeper failover.
+
+Keys are hashed with md5 into 4096 slots and sent to the shard whose slot range covers
+them, exactly as nutcracker's `hash: md5` + `distribution: modula` places them. With the
+zookeeper_* pool keys, the masters come from ZooKeeper and follow failover live.
+"""
+
+EPILOG = """\
+examples:
+  pyproxy -c conf/icd.yml            run the pools in icd.yml
+  pyproxy -t -c conf/icd.yml         check the file and exit (0 = valid)
+  pyproxy -c icd.yml -d -p icd.pid -o proxy.log
+                                     run in the background, as the seed's nutcracker did
+
+signals: SIGTERM/SIGINT stop accepting, finish in-flight requests, exit 0.
+"""
+
+# nutcracker's -v levels (0 emerg .. 11) mapped onto Python's.
+_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR,
+           4: logging.WARNING, 5: logging.INFO}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyproxy", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--conf-file", default="conf/nutcracker.yml", metavar="FILE",
+                        help="configuration file (default: %(default)s)")
+    parser.add_argument("-t", "--test-conf", action="store_true",
+                        help="check the configuration for errors and exit")
+    parser.add_argument("-v", "--verbose", type=int, default=5, metavar="N",
+                        help="log level 0-11 as nutcracker's (default 5 = notice; 6+ = debug)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="log to FILE (default stderr)")
+    parser.add_argument("-p", "--pid-file", metavar="FILE", help="write the process id to FILE")
+    parser.add_argument("-d", "--daemonize", action="store_true", help="run in the background")
+    parser.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}")
+    return parser
+
+
+def setup_logging(level: int, output: str | None) -> None:
+    handler: logging.Handler
+    handler = logging.FileHandler(output) if output else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS.get(level, logging.DEBUG))
+
+
+def daemonize() -> None:
+    """Detach from the terminal (double fork), as nutcracker -d does."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        loaded = config.load(args.conf_file)
+    except config.ConfigError as exc:
+        for line in exc.errors:
+            print(f"pyproxy: {line}", file=sys.stderr)
+        return 1 if args.test_conf else 3
+    if args.test_conf:
+        print(f"pyproxy: configuration file '{args.conf_file}' syntax is ok")
+        return 0
+    try:
+        setup_logging(args.verbose, args.output)
+    except OSError as exc:
+        print(f"pyproxy: cannot open log file {args.output}: {exc.strerror}", file=sys.stderr)
+        return 3
+    if args.daemonize:
+        daemonize()
+    if args.pid_file:
+        try:
+            with open(args.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            print(f"pyproxy: cannot write pid file {args.pid_file}: {exc.strerror}",
+                  file=sys.stderr)
+            return 3
+    logging.getLogger("pyproxy").info("pyproxy %s starting, pid %d, config %s", __version__,
+                                      os.getpid(), args.conf_file)
+    try:
+        run(loaded)
+    except StartupError as exc:
+        print(f"pyproxy: {exc}", file=sys.stderr)
+        logging.getLogger("pyproxy").error("startup failed: %s", exc)
+        return 3
+    finally:
+        if args.pid_file:
+            try:
+                os.unlink(args.pid_file)
+            except OSError:
+                pass
+    return 0
+
+
+def run(loaded: config.Config) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        asyncio.run(serve(loaded))
+    else:
+        uvloop.run(serve(loaded))

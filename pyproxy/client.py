@@ -1,0 +1,273 @@
+"""One client connection: parse, dispatch, and reply in request order.
+
+Invariants:
+
+* Every complete command takes a slot at the tail of ``queue`` — forwarded, local, refused
+  or erroneous alike — so replies leave in request order however the shards answer.
+* ``flush`` writes every settled slot from the head in one ``write``; nothing else writes
+  to the client's transport.
+* Bad input never harms anyone else: a protocol error is answered (after the replies to the
+  commands before it) and then only this connection closes. Unknown commands, wrong arity
+  and refused commands get an ``-ERR`` and the connection stays open.
+* Flow control: reading pauses while too many replies are outstanding or while the client
+  is not reading what it was sent; memory per client stays bounded.
+* Requests are re-framed from their parsed arguments before they reach a backend, never
+  passed through as received: hiredis tolerates element types a request must not have, and
+  a frame Redis rejects would close a backend connection that other clients share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import local, resp, split
+from .commands import KEY, LOCAL, REFUSED, SAME, SPLIT, Command, lookup
+from .resp import ProtocolError, RequestParser, encode_command
+from .slots import FanOut, Pending, flush_dirty
+
+if TYPE_CHECKING:
+    from .pool import Pool
+    from .server import ProxyState
+
+log = logging.getLogger("pyproxy.client")
+
+PAUSE_ABOVE = 8192  # outstanding replies before we stop reading from the client
+RESUME_BELOW = 1024
+_ids = itertools.count(1)
+
+_MERGES = {"ok": split.merge_ok, "sum": split.merge_sum}
+_NOT_BULK = ProtocolError("expected '$' for every element of a request")
+
+
+def unknown_command(args: list[bytes]) -> bytes:
+    name = args[0].decode(errors="replace")
+    shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:21])
+    return resp.error(f"ERR unknown command '{name[:128]}', with args beginning with: {shown}")
+
+
+def wrong_arity(command: Command) -> bytes:
+    return resp.error(f"ERR wrong number of arguments for '{command.name}' command")
+
+
+def refused(command: Command, reason: str) -> bytes:
+    return resp.error(f"ERR pyproxy: '{command.name.upper()}' is not supported: {reason}")
+
+
+def cross_shard(command: Command) -> bytes:
+    return resp.error(
+        f"ERR pyproxy: the keys of '{command.name.upper()}' live on different shards"
+        " (use a hash tag to keep them together)"
+    )
+
+
+class Client(asyncio.Protocol):
+    __slots__ = (
+        "pool", "state", "transport", "parser", "queue", "dirty", "closing", "paused",
+        "write_paused", "id", "name", "authenticated", "peer",
+    )
+
+    def __init__(self, pool: Pool, state: ProxyState):
+        self.pool = pool
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        config = pool.config
+        self.parser = RequestParser(config.max_bulk_length, config.max_multibulk_length)
+        self.queue: deque[Pending] = deque()
+        self.dirty = False
+        self.closing = False  # reply to what was read, then close
+        self.paused = False
+        self.write_paused = False
+        self.id = next(_ids)
+        self.name = b""
+        self.authenticated = not config.redis_auth
+        self.peer = ""
+
+    # ------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.state.on_client_open(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.queue.clear()
+        self.state.on_client_close(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        commands = self.parser.feed(data)
+        stats = self.pool.stats
+        stats.requests += len(commands)
+        stats.request_bytes += len(data)
+        for command in commands:
+            if type(command) is list:
+                if command:
+                    try:
+                        self.dispatch(command)
+                    except (TypeError, AttributeError):  # hiredis let a non-bulk element in
+                        self.fail(_NOT_BULK, self.queue[-1])
+                        break
+            else:
+                assert isinstance(command, ProtocolError)
+                self.fail(command)
+                break
+            if self.closing:
+                break
+        self.flush()
+        flush_dirty()
+        if len(self.queue) > PAUSE_ABOVE:
+            self._update_reading()
+
+    # ------------------------------------------------------------ dispatch
+
+    def dispatch(self, args: list[bytes]) -> None:
+        command = lookup(args[0])
+        slot = Pending(self)
+        self.queue.append(slot)
+        if command is None:
+            self.pool.stats.unknown += 1
+            slot.settle(unknown_command(args))
+            return
+        if not command.arity_ok(len(args)):
+            slot.settle(wrong_arity(command))
+            return
+        kind = command.kind
+        if not self.authenticated and command.name not in local.BEFORE_AUTH:
+            slot.settle(local.NOAUTH)
+            return
+        if kind == KEY:
+            pool = self.pool
+            slot_index = pool.slotter(args[1])
+            backend = pool.route[slot_index]
+            if backend is None:
+                slot.settle(self._no_master(slot_index))
+            else:
+                backend.send(encode_command(args), slot)
+        elif kind == SPLIT:
+            self._split(command, args, slot)
+        elif kind == SAME:
+            self._same_shard(command, args, slot)
+        elif kind == LOCAL:
+            slot.settle(local.answer(self, command.name, args))
+        else:
+            assert kind == REFUSED
+            self.pool.stats.refused += 1
+            slot.settle(refused(command, command.reason))
+
+    def _no_master(self, slot_index: int) -> bytes:
+        shard = self.pool.slot_shard[slot_index]
+        return resp.error(f"ERR pyproxy: shard {shard.name} has no master right now")
+
+    def _same_shard(self, command: Command, args: list[bytes], slot: Pending) -> None:
+        try:
+            positions = command.key_positions(args)
+        except KeyError as why:
+            slot.settle(resp.error(f"ERR pyproxy: '{command.name.upper()}': {why.args[0]}"))
+            return
+        if not positions:
+            slot.settle(refused(command, "it names no key, so no shard can be chosen"))
+            return
+        pool = self.pool
+        slots = {pool.slotter(args[p]) for p in positions}
+        backends = {id(pool.route[s]) for s in slots}
+        if len(backends) > 1 or len({pool.slot_shard[s].name for s in slots}) > 1:
+            slot.settle(cross_shard(command))
+            return
+        slot_index = next(iter(slots))
+        backend = pool.route[slot_index]
+        if backend is None:
+            slot.settle(self._no_master(slot_index))
+        else:
+            backend.send(encode_command(args), slot)
+
+    def _split(self, command: Command, args: list[bytes], slot: Pending) -> None:
+        pool = self.pool
+        route, slotter, slot_shard = pool.route, pool.slotter, pool.slot_shard
+        positions = command.key_positions(args)
+        if command.step == 2 and len(args) % 2 == 0:  # MSET with a key missing its value
+            slot.settle(wrong_arity(command))
+            return
+        parts = split.plan(args, positions, command.step, lambda key: slot_shard[slotter(key)])
+        if command.merge == "array":
+            merge = split.merge_array(len(positions), [indexes for _, _, indexes in parts])
+        else:
+            merge = _MERGES[command.merge]
+        fan = FanOut(slot, len(parts), merge)
+        pool.stats.fragments += len(parts)
+        for index, (shard, sub_args, _) in enumerate(parts):
+            backend = route[shard.start]  # type: ignore[attr-defined]
+            if backend is None:
+                fan.part(index).settle(
+                    resp.error(f"ERR pyproxy: shard {shard.name} has no master right now")  # type: ignore[attr-defined]
+                )
+            else:
+                backend.send(encode_command(sub_args), fan.part(index))
+
+    # ------------------------------------------------------------ replies
+
+    def flush(self) -> None:
+        queue = self.queue
+        transport = self.transport
+        if transport is None:
+            queue.clear()
+            return
+        if queue and queue[0].reply is not None:
+            if len(queue) == 1:
+                out = queue.popleft().reply
+            else:
+                parts = []
+                while queue and queue[0].reply is not None:
+                    parts.append(queue.popleft().reply)
+                out = b"".join(parts)  # type: ignore[arg-type]
+            assert out is not None
+            self.pool.stats.response_bytes += len(out)
+            transport.write(out)
+            if self.paused:
+                self._update_reading()
+        if self.closing and not queue:
+            transport.close()
+
+    def fail(self, error: ProtocolError, slot: Pending | None = None) -> None:
+        """Answer a protocol error after the replies already due, then close.
+
+        ``slot`` is the request's own slot when it was already queued; settling it (rather
+        than queueing another) means no slot is left waiting forever.
+        """
+        self.pool.stats.protocol_errors += 1
+        log.info("client %s: protocol error: %s", self.peer, error)
+        if slot is None:
+            self.queue.append(Pending(self, error.reply()))
+        else:
+            slot.settle(error.reply())
+        self.closing = True
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        should_pause = self.write_paused or len(self.queue) > PAUSE_ABOVE
+        if should_pause and not self.paused:
+            self.paused = True
+            transport.pause_reading()
+        elif self.paused and not self.write_paused and len(self.queue) < RESUME_BELOW:
+            self.paused = False
+            transport.resume_reading()

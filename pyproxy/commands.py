@@ -1,0 +1,227 @@
+"""The command table, as data: what each Redis command is to a sharding proxy.
+
+Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how it is served:
+
+* ``KEY``      one key at argument 1: forwarded as-is to the shard that owns it.
+* ``SAME``     several keys (``first``/``last``/``step`` as in ``COMMAND INFO``, or a
+               ``numkeys`` argument, or a keyword such as ``STORE``) that must all live on
+               one shard; forwarded there, refused with an error when they span shards.
+* ``SPLIT``    multi-key commands split per shard and merged (``merge``: ``array`` for MGET,
+               ``ok`` for MSET, ``sum`` for DEL/UNLINK/EXISTS/TOUCH).
+* ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, INFO, ...).
+* ``REFUSED``  cannot be served correctly through a sharding proxy; ``reason`` says why.
+
+Arity follows Redis (``N`` exactly N arguments including the name, ``-N`` at least N);
+tests/test_commands.py checks every arity and key position against a real redis-server.
+Names are matched case-insensitively; ``lookup`` tries the exact bytes first (clients send
+upper case) so the hot path does not allocate.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+KEY, SAME, SPLIT, LOCAL, REFUSED = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str  # lower case, as Redis reports it
+    arity: int
+    kind: int
+    first: int = 1
+    last: int = 1
+    step: int = 1
+    keys: Callable[[list[bytes]], list[int]] | None = None  # key positions when not fixed
+    merge: str = ""  # SPLIT only
+    reason: str = ""  # REFUSED only
+
+    def arity_ok(self, argc: int) -> bool:
+        arity = self.arity
+        return argc == arity if arity > 0 else argc >= -arity
+
+    def key_positions(self, args: list[bytes]) -> list[int]:
+        """Argument indexes holding keys (for SAME and SPLIT commands)."""
+        if self.keys is not None:
+            return self.keys(args)
+        last = self.last if self.last >= 0 else len(args) + self.last
+        return list(range(self.first, last + 1, self.step))
+
+
+# ---------------------------------------------------------------- key finders
+
+
+def _numkeys(at: int, fixed: tuple[int, ...] = ()) -> Callable[[list[bytes]], list[int]]:
+    """Keys counted by a ``numkeys`` argument at ``at`` (EVAL, ZUNIONSTORE, LMPOP, ...)."""
+
+    def find(args: list[bytes]) -> list[int]:
+        try:
+            count = int(args[at])
+        except ValueError:
+            raise KeyError("numkeys is not an integer") from None
+        if count < 0 or at + count >= len(args):
+            raise KeyError("numkeys is out of range")
+        return [*fixed, *range(at + 1, at + 1 + count)]
+
+    return find
+
+
+def _with_keyword(*words: bytes) -> Callable[[list[bytes]], list[int]]:
+    """Key 1 plus the argument after any of ``words`` (SORT ... STORE dst, GEORADIUS ...)."""
+
+    def find(args: list[bytes]) -> list[int]:
+        positions = [1]
+        for i in range(2, len(args) - 1):
+            if args[i].upper() in words:
+                positions.append(i + 1)
+        return positions
+
+    return find
+
+
+def _subcommand_key(args: list[bytes]) -> list[int]:
+    """OBJECT/XINFO/XGROUP/MEMORY USAGE: the key is argument 2."""
+    if len(args) < 3:
+        raise KeyError("this subcommand takes no key and cannot be routed")
+    return [2]
+
+
+def _memory_usage(args: list[bytes]) -> list[int]:
+    """MEMORY USAGE key is routable; the other MEMORY subcommands describe one server."""
+    if len(args) < 3 or args[1].upper() != b"USAGE":
+        raise KeyError("only MEMORY USAGE <key> can be routed")
+    return [2]
+
+
+def _streams(args: list[bytes]) -> list[int]:
+    """XREAD/XREADGROUP: the keys are the first half of what follows STREAMS."""
+    upper = [a.upper() for a in args]
+    if b"BLOCK" in upper:
+        raise KeyError("BLOCK would hold a shared backend connection")
+    if b"STREAMS" not in upper:
+        raise KeyError("syntax error: STREAMS is missing")
+    start = upper.index(b"STREAMS") + 1
+    rest = len(args) - start
+    if rest <= 0 or rest % 2:
+        raise KeyError("unbalanced list of streams and IDs")
+    return list(range(start, start + rest // 2))
+
+
+# ---------------------------------------------------------------- the table
+
+# Single-key commands: "name arity" pairs, key at argument 1.
+_KEY_COMMANDS = """
+append 3 bitcount -2 bitfield -2 bitfield_ro -2 bitpos -3 decr 2 decrby 3 dump 2 expire -3
+expireat -3 expiretime 2 geoadd -5 geodist -4 geohash -2 geopos -2 georadius_ro -6
+georadiusbymember_ro -5 geosearch -7 get 2 getbit 3 getdel 2 getex -2 getrange 4 getset 3
+hdel -3 hexists 3 hget 3 hgetall 2 hincrby 4 hincrbyfloat 4 hkeys 2 hlen 2 hmget -3 hmset -4
+hrandfield -2 hscan -3 hset -4 hsetnx 4 hstrlen 3 hvals 2 incr 2 incrby 3 incrbyfloat 3
+lindex 3 linsert 5 llen 2 lpop -2 lpos -3 lpush -3 lpushx -3 lrange 4 lrem 4 lset 4 ltrim 4
+persist 2 pexpire -3 pexpireat -3 pexpiretime 2 pfadd -2 psetex 4 pttl 2 restore -4 rpop -2
+rpush -3 rpushx -3 sadd -3 scard 2 set -3 setbit 4 setex 4 setnx 3 setrange 4 sismember 3
+smembers 2 smismember -3 spop -2 srandmember -2 srem -3 sscan -3 strlen 2 substr 4 ttl 2
+type 2 xack -4 xadd -5 xautoclaim -6 xclaim -6 xdel -3 xlen 2 xpending -3 xrange -4
+xrevrange -4 xsetid -3 xtrim -4 zadd -4 zcard 2 zcount 4 zincrby 4 zlexcount 4 zmscore -3
+zpopmax -2 zpopmin -2 zrandmember -2 zrange -4 zrangebylex -4 zrangebyscore -4 zrank 3 zrem -3
+zremrangebylex 4 zremrangebyrank 4 zremrangebyscore 4 zrevrange -4 zrevrangebylex -4
+zrevrangebyscore -4 zrevrank 3 zscan -3 zscore 3
+"""
+
+# Several keys on one shard, positions as (arity, first, last, step).
+_SAME_RANGES = {
+    "bitop": (-4, 2, -1, 1), "copy": (-3, 1, 2, 1), "geosearchstore": (-8, 1, 2, 1),
+    "lcs": (-3, 1, 2, 1), "lmove": (5, 1, 2, 1), "msetnx": (-3, 1, -1, 2),
+    "pfcount": (-2, 1, -1, 1), "pfmerge": (-2, 1, -1, 1), "rename": (3, 1, 2, 1),
+    "renamenx": (3, 1, 2, 1), "rpoplpush": (3, 1, 2, 1), "sdiff": (-2, 1, -1, 1),
+    "sdiffstore": (-3, 1, -1, 1), "sinter": (-2, 1, -1, 1), "sinterstore": (-3, 1, -1, 1),
+    "smove": (4, 1, 2, 1), "sunion": (-2, 1, -1, 1), "sunionstore": (-3, 1, -1, 1),
+    "zrangestore": (-5, 1, 2, 1),
+}
+
+# Several keys on one shard, found by a function: name -> (arity, finder).
+_SAME_FINDERS: dict[str, tuple[int, Callable[[list[bytes]], list[int]]]] = {
+    "eval": (-3, _numkeys(2)), "evalsha": (-3, _numkeys(2)), "eval_ro": (-3, _numkeys(2)),
+    "evalsha_ro": (-3, _numkeys(2)), "fcall": (-3, _numkeys(2)), "fcall_ro": (-3, _numkeys(2)),
+    "sintercard": (-3, _numkeys(1)), "zdiff": (-3, _numkeys(1)), "zinter": (-3, _numkeys(1)),
+    "zunion": (-3, _numkeys(1)), "zintercard": (-3, _numkeys(1)), "lmpop": (-4, _numkeys(1)),
+    "zmpop": (-4, _numkeys(1)), "zdiffstore": (-4, _numkeys(2, (1,))),
+    "zinterstore": (-4, _numkeys(2, (1,))), "zunionstore": (-4, _numkeys(2, (1,))),
+    "sort": (-2, _with_keyword(b"STORE")), "sort_ro": (-2, _with_keyword(b"STORE")),
+    "georadius": (-6, _with_keyword(b"STORE", b"STOREDIST")),
+    "georadiusbymember": (-5, _with_keyword(b"STORE", b"STOREDIST")),
+    "object": (-2, _subcommand_key), "xinfo": (-2, _subcommand_key),
+    "xgroup": (-2, _subcommand_key), "memory": (-2, _memory_usage),
+    "xread": (-4, _streams), "xreadgroup": (-7, _streams),
+}
+
+# Split per shard and merged: name -> (arity, last, step, merge).
+_SPLIT = {
+    "mget": (-2, -1, 1, "array"), "mset": (-3, -1, 2, "ok"), "del": (-2, -1, 1, "sum"),
+    "unlink": (-2, -1, 1, "sum"), "exists": (-2, -1, 1, "sum"), "touch": (-2, -1, 1, "sum"),
+}
+
+_LOCAL = {
+    "ping": -1, "echo": 2, "quit": -1, "select": 2, "auth": -2, "client": -2, "hello": -1,
+    "command": -1, "info": -1, "config": -2,
+}
+
+_WHOLE_KEYSPACE = "it needs every shard's keyspace, which a sharding proxy cannot combine"
+_ADMIN = "it administers one redis-server; connect to that server directly"
+_CONNECTION = "it would pin a shared backend connection to one client"
+_REFUSED = {
+    _WHOLE_KEYSPACE: "keys scan randomkey dbsize flushall flushdb swapdb move migrate",
+    _ADMIN: (
+        "shutdown debug save bgsave bgrewriteaof lastsave slaveof replicaof failover sync "
+        "psync replconf monitor module acl latency slowlog cluster readonly readwrite asking "
+        "role lolwut pfdebug pfselftest function script time restore-asking"
+    ),
+    "transactions cannot span a pool of shared backend connections": (
+        "multi exec discard watch unwatch"
+    ),
+    "blocking commands " + _CONNECTION: (
+        "blpop brpop brpoplpush blmove blmpop bzpopmin bzpopmax bzmpop wait"
+    ),
+    "publish/subscribe " + _CONNECTION: (
+        "subscribe psubscribe ssubscribe unsubscribe punsubscribe sunsubscribe publish "
+        "spublish pubsub"
+    ),
+    "connection state is the proxy's own": "reset",
+}
+
+
+def _build() -> dict[str, Command]:
+    table: dict[str, Command] = {}
+    words = _KEY_COMMANDS.split()
+    for name, arity_text in zip(words[::2], words[1::2], strict=True):
+        table[name] = Command(name, int(arity_text), KEY)
+    for name, (arity, first, last, step) in _SAME_RANGES.items():
+        table[name] = Command(name, arity, SAME, first, last, step)
+    for name, (arity, finder) in _SAME_FINDERS.items():
+        table[name] = Command(name, arity, SAME, keys=finder)
+    for name, (arity, last, step, merge) in _SPLIT.items():
+        table[name] = Command(name, arity, SPLIT, 1, last, step, merge=merge)
+    for name, arity in _LOCAL.items():
+        table[name] = Command(name, arity, LOCAL, 0, 0, 0)
+    for reason, names in _REFUSED.items():
+        for name in names.split():
+            table[name] = Command(name, -1, REFUSED, 0, 0, 0, reason=reason)
+    return table
+
+
+COMMANDS: dict[str, Command] = _build()
+
+# bytes -> Command, in lower and upper case, for allocation-free lookups.
+_BY_BYTES: dict[bytes, Command] = {}
+for _command in COMMANDS.values():
+    _BY_BYTES[_command.name.encode()] = _command
+    _BY_BYTES[_command.name.upper().encode()] = _command
+
+
+def lookup(name: bytes) -> Command | None:
+    command = _BY_BYTES.get(name)
+    if command is None:
+        command = _BY_BYTES.get(name.lower())
+    return command

@@ -1,0 +1,580 @@
+"""Configuration: a twemproxy-style YAML file -> frozen dataclasses.
+
+Role: read `pyproxy -c FILE`, check its shape, every field and the cross-field rules, and hand
+the rest of the proxy an immutable `Config`. Pure: imports yaml, no asyncio, no threads.
+
+Invariants of a `Config` that loaded:
+* every pool speaks Redis, hashes with md5 and distributes with modula;
+* a pool's `servers` are in slot order and tile 0..modulus-1 exactly once (consecutive
+  inclusive `start..end`, first start 0, last end modulus-1); modulus is 4096 for slot
+  ranges, the total weight for classic `host:port:weight` entries;
+* a ZooKeeper pool has all three zookeeper_* keys and modulus 4096 (ZooKeeper shards are slot
+  ranges over 0..4095: the fallback table must place keys as they do);
+* no two pools share a listen address or a zookeeper_path.
+
+Errors: every problem is collected and raised at once as one `ConfigError`, one line each,
+naming the file, the pool, the key and the value. Nothing else escapes: no traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import yaml
+
+SLOTS = 4096
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """Carries every problem found: .errors is a list[str], one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    host: str
+    port: int
+    name: str  # explicit name, else "host:port"
+    start: int  # inclusive first slot
+    end: int  # inclusive last slot
+    weight: int | None  # the classic weight if given as host:port:weight, else None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    name: str
+    listen: str  # as written
+    listen_host: str | None  # None when listening on a unix socket
+    listen_port: int | None
+    listen_path: str | None  # unix socket path
+    listen_mode: int | None  # its permission bits, if given ("/tmp/p.sock 0666")
+    hash: str  # "md5"
+    hash_tag: bytes | None  # exactly two bytes, e.g. b"{}"
+    distribution: str  # "modula"
+    timeout_ms: int | None  # None = wait forever
+    backlog: int
+    preconnect: bool
+    redis: bool  # always True
+    redis_auth: str | None
+    redis_db: int
+    server_connections: int
+    auto_eject_hosts: bool
+    server_retry_timeout_ms: int
+    server_failure_limit: int
+    modulus: int  # slot = hash % modulus
+    servers: tuple[ServerSpec, ...]  # in slot order
+    zookeeper_host: str | None
+    zookeeper_path: str | None
+    zookeeper_redis_path: str | None
+    zookeeper_session_timeout_ms: int
+    max_bulk_length: int
+    max_multibulk_length: int
+    client_idle_timeout_ms: int | None  # None = never
+
+    @property
+    def uses_zookeeper(self) -> bool:
+        return self.zookeeper_host is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    pools: tuple[PoolConfig, ...]
+    path: str
+    digest: str  # sha256 hex of the file bytes
+
+
+# --- YAML -------------------------------------------------------------------------------------
+# twemproxy reads every scalar as a string and takes only "true"/"false" as booleans. PyYAML's
+# YAML 1.1 rules would turn `yes`/`on` into True, `0666` into 438 and `1:20` into 80, so this
+# loader resolves only lowercase true/false and plain decimal integers.
+
+_BOOL_TAG, _INT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
+
+
+class _Loader(yaml.SafeLoader):
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in rules if tag not in (_BOOL_TAG, _INT_TAG)]
+        for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML silently keeps the last of two equal keys; twemproxy calls it an error.
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    mark = key.start_mark
+                    self.duplicates.append(f"{mark.line + 1}:{mark.column + 1}: "
+                                           f"duplicate key {key.value!r}")
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|false)$"), list("tf"))
+_Loader.add_implicit_resolver(_INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
+                              list("-+0123456789"))
+
+
+def _yaml_load(text: str, path: str) -> Any:
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = " ".join((exc.problem or exc.context or "unreadable").split())
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {' '.join(str(exc).split())}"]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError([f"{path}:{line}" for line in loader.duplicates])
+    return data
+
+
+# --- Values: each check returns the converted value or raises _Invalid(expectation) ------------
+
+class _Invalid(Exception):
+    def __init__(self, expected: str, note: str = "") -> None:
+        super().__init__(expected)
+        self.note = note
+
+
+def _show(value: Any) -> str:
+    """A value as the message shows it: YAML spellings, strings quoted, long ones cut."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, dict | list):
+        kind = "mapping" if isinstance(value, dict) else "list"
+        return f"a {kind}" if value else f"an empty {kind}"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problem(exc: _Invalid, value: Any) -> str:
+    """"bad port '0' (expected 1..65535) in 'h:0'" or "expected true or false, got 'yes'"."""
+    joint = " in " if str(exc).startswith("bad ") else ", got "
+    return f"{exc}{joint}{_show(value)}" + (f" ({exc.note})" if exc.note else "")
+
+
+def _integer(minimum: int, expected: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _Invalid(expected)
+        return value
+    return check
+
+
+def _exactly(wanted: _T, note: str) -> Callable[[Any], _T]:
+    """For keys where pyproxy implements one value only; `note` says why."""
+    def check(value: Any) -> _T:
+        if value != wanted or type(value) is not type(wanted):
+            raise _Invalid(f"expected {_show(wanted)}", note)
+        return wanted
+    return check
+
+
+_milliseconds = _integer(1, "expected a positive integer (milliseconds)")
+_positive = _integer(1, "expected a positive integer")
+_hash = _exactly("md5", "pyproxy implements md5 only")
+_distribution = _exactly("modula", "slot ranges are a modula continuum; pyproxy implements "
+                                   "neither ketama nor random")
+_redis = _exactly(True, "pyproxy speaks Redis only, not memcache")
+# twemproxy's defaults for these keys are values pyproxy does not implement: the file must say.
+_MISSING_HASH = "missing: write 'hash: md5' (twemproxy's default, fnv1a_64, is not implemented)"
+_MISSING_DISTRIBUTION = ("missing: write 'distribution: modula' (twemproxy's default, ketama, "
+                         "is not implemented)")
+_MISSING_REDIS = "missing: write 'redis: true' (twemproxy's default, false, means memcache)"
+
+
+def _typed(kind: type[_T], expected: str) -> Callable[[Any], _T]:
+    def check(value: Any) -> _T:
+        if not isinstance(value, kind) or value == "":
+            raise _Invalid(expected)
+        return value
+    return check
+
+
+_boolean = _typed(bool, "expected true or false")
+_string = _typed(str, "expected a non-empty string (quote it if YAML reads a number)")
+
+
+def _hash_tag(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value.encode()) != 2:
+        raise _Invalid('expected exactly two characters, quoted, like "{}"')
+    return value.encode()
+
+
+# --- Addresses ----------------------------------------------------------------------------------
+
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 literal or a hostname (no IPv6: twemproxy's host:port syntax has none)."""
+    if _IPV4.fullmatch(host):
+        return all(int(part) <= 255 for part in host.split("."))
+    if re.fullmatch(r"[0-9.]+", host) or len(host) > 253:
+        return False
+    return all(_LABEL.fullmatch(label) for label in host.split("."))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise _Invalid("expected 'host:port'")
+    if not _valid_host(host):
+        raise _Invalid(f"bad host {host!r} (expected an IPv4 address or a hostname)")
+    if not re.fullmatch("[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise _Invalid(f"bad port {port!r} (expected 1..65535)")
+    return host, int(port)
+
+
+_Listen = tuple[str, str | None, int | None, str | None, int | None]
+
+
+def _listen(value: Any) -> _Listen:
+    """(as written, host, port, unix path, mode) from "host:port" or "/path/x.sock [0666]"."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("expected 'host:port' or '/path/to.sock [mode]'")
+    if value.startswith("/"):
+        path, *mode = value.split()
+        if len(mode) > 1 or (mode and not re.fullmatch(r"0?[0-7]{3}", mode[0])):
+            raise _Invalid("expected '/path/to.sock [mode]' with an octal mode like 0666")
+        return value, None, None, path, int(mode[0], 8) if mode else None
+    host, port = _host_port(value)
+    return value, host, port, None, None
+
+
+def _zookeeper_hosts(value: Any) -> str:
+    for item in _string(value).split(","):
+        try:
+            _host_port(item.strip())
+        except _Invalid as exc:
+            raise _Invalid(f"bad item {item.strip()!r}", f"{exc}") from None
+    return str(value)
+
+
+def _znode_path(value: Any) -> str:
+    text = _string(value)
+    if (not text.startswith("/") or any(part in ("", ".", "..") for part in text[1:].split("/"))
+            or any(ch.isspace() or not ch.isprintable() for ch in text)):
+        raise _Invalid("expected an absolute znode path like /redis/cluster/icd (no trailing "
+                       "slash, no empty, '.' or '..' part, no whitespace)")
+    return text
+
+
+# --- Servers ------------------------------------------------------------------------------------
+
+_FORMS = "'host:port:start-end [name]' or 'host:port:weight [name]'"
+
+
+def ranges_from_weights(servers: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """Classic weights -> (name, start, end) in continuum order, as nutcracker's modula has it.
+
+    `servers` holds (nutcracker's name, weight). The order is NOT the list order: nutcracker
+    sorts a pool's servers by name before building the modula continuum (conf_validate_server
+    sorts with string_compare, which compares lengths first and only then memcmp()s), so
+    "127.0.0.1:7201" < "127.0.0.1:7301" < "127.0.0.1:10001". Each server then owns `weight`
+    consecutive continuum entries, and slot = hash % total weight.
+    """
+    ordered = sorted(servers, key=lambda item: (len(item[0].encode()), item[0].encode()))
+    result, start = [], 0
+    for name, weight in ordered:
+        result.append((name, start, start + weight - 1))
+        start += weight
+    return result
+
+
+@dataclass(slots=True)
+class _Entry:
+    host: str
+    port: int
+    name: str | None  # explicit name
+    start: int = -1  # slot range form
+    end: int = -1
+    weight: int | None = None  # classic form
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def sort_name(self) -> str:
+        # nutcracker's default name drops the port when it is 11211 (libmemcached heritage);
+        # measured with nutcracker 0.5: an unnamed 127.0.0.1:11211 sorts as "127.0.0.1".
+        return self.name or (self.host if self.port == 11211 else self.address)
+
+
+def _server_entry(value: Any) -> _Entry:
+    if not isinstance(value, str) or not 1 <= len(value.split()) <= 2:
+        raise _Invalid(f"expected {_FORMS}")
+    address, *name = value.split()
+    head, sep, spec = address.rpartition(":")
+    if not sep:
+        raise _Invalid(f"expected {_FORMS}")
+    entry = _Entry(*_host_port(head), name[0] if name else None)
+    if match := re.fullmatch(r"([0-9]{1,9})-([0-9]{1,9})", spec):
+        entry.start, entry.end = int(match[1]), int(match[2])
+        if not entry.start <= entry.end < SLOTS:
+            raise _Invalid(f"bad slot range {spec!r} (expected start-end, "
+                           f"0 <= start <= end <= {SLOTS - 1})")
+    elif re.fullmatch("[0-9]{1,9}", spec) and int(spec) > 0:
+        entry.weight = int(spec)
+    else:
+        raise _Invalid(f"bad range or weight {spec!r} (expected start-end or a positive weight)")
+    return entry
+
+
+def _duplicates(entries: list[_Entry]) -> list[str]:
+    problems, addresses, names = [], set(), dict[str, _Entry]()
+    for entry in entries:
+        if entry.address in addresses:
+            problems.append(f"server {entry.address} is listed twice")
+        addresses.add(entry.address)
+        other = names.setdefault(entry.sort_name, entry)
+        if other is not entry and (entry.name or other.name):  # both unnamed: same address
+            problems.append(f"server name {entry.sort_name!r} is used twice")
+    return problems
+
+
+def _tiling(ranges: list[tuple[int, int]]) -> list[str]:
+    """Every way the ranges fail to cover 0..4095 exactly once, naming the ranges."""
+    problems, reach, reacher = [], -1, ""
+    for start, end in sorted(ranges):
+        if start > reach + 1:
+            problems.append(f"slots {reach + 1}-{start - 1} are not covered")
+        elif start <= reach:
+            problems.append(f"ranges {reacher} and {start}-{end} overlap")
+        if end > reach:
+            reach, reacher = end, f"{start}-{end}"
+    if reach < SLOTS - 1:
+        problems.append(f"slots {reach + 1}-{SLOTS - 1} are not covered")
+    return problems
+
+
+def _check_servers(value: Any) -> tuple[list[_Entry], list[str]]:
+    """Parse every entry; return them and one problem per bad entry or conflict."""
+    if not isinstance(value, list) or not value:
+        return [], [f"expected a non-empty list of {_FORMS}, got {_show(value)}"]
+    entries, problems = [], []
+    for item in value:
+        try:
+            entries.append(_server_entry(item))
+        except _Invalid as exc:
+            problems.append(_problem(exc, item))
+    problems += _duplicates(entries)
+    kinds = {entry.weight is None for entry in entries}
+    if len(kinds) > 1:
+        problems.append("mixes slot ranges (host:port:start-end) and weights "
+                        "(host:port:weight): use one kind in a pool")
+    elif kinds == {True} and len(entries) == len(value):  # a bad entry would leave a gap
+        problems += _tiling([(entry.start, entry.end) for entry in entries])
+    return entries, problems
+
+
+def _resolve(entries: list[_Entry]) -> tuple[tuple[ServerSpec, ...], int]:
+    """Checked entries (one kind) -> servers in slot order, modulus."""
+    if entries[0].weight is None:
+        ranged = sorted(entries, key=lambda entry: entry.start)
+        return tuple(ServerSpec(e.host, e.port, e.name or e.address, e.start, e.end, None)
+                     for e in ranged), SLOTS
+    by_name = {entry.sort_name: entry for entry in entries}
+    weighted = ranges_from_weights([(e.sort_name, e.weight or 0) for e in entries])
+    servers = tuple(ServerSpec(e.host, e.port, e.name or e.address, start, end, e.weight)
+                    for e, start, end in ((by_name[n], s, t) for n, s, t in weighted))
+    return servers, servers[-1].end + 1
+
+
+# --- Pools --------------------------------------------------------------------------------------
+
+_UNSUPPORTED = ("client_connections", "tcpkeepalive", "reuseport")
+_ZOOKEEPER_KEYS = ("zookeeper_host", "zookeeper_path", "zookeeper_redis_path")
+_KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "preconnect",
+         "redis", "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
+         "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
+         "zookeeper_session_timeout", "max_bulk_length", "max_multibulk_length",
+         "client_idle_timeout")
+
+
+class _PoolReader:
+    """One pool's mapping, read key by key; each problem becomes a located line."""
+
+    def __init__(self, path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> None:
+        self.prefix, self.raw, self.errors = f"{path}: pool {name!r}: ", raw, errors
+        self.failed = False
+
+    def error(self, key: str, message: str) -> None:
+        key = key if key.isprintable() else repr(key)  # one line, whatever the key holds
+        self.errors.append(f"{self.prefix}{key}: {message}")
+        self.failed = True
+
+    def get(self, key: str, check: Callable[[Any], _T], default: _T, missing: str = "") -> _T:
+        """The checked value; `default` if the key is absent (an error if `missing` says)."""
+        if key not in self.raw:
+            if missing:
+                self.error(key, missing)
+            return default
+        try:
+            return check(self.raw[key])
+        except _Invalid as exc:
+            self.error(key, _problem(exc, self.raw[key]))
+            return default
+
+    def check_unknown_keys(self) -> None:
+        for key in map(str, self.raw):
+            if key in _UNSUPPORTED:
+                self.error(key, "twemproxy key not supported by pyproxy")
+            elif key not in _KEYS:
+                close = difflib.get_close_matches(key, _KEYS, n=1)
+                self.error(key, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _zookeeper(pool: _PoolReader) -> tuple[str | None, str | None, str | None]:
+    host = pool.get("zookeeper_host", _zookeeper_hosts, None)
+    path = pool.get("zookeeper_path", _znode_path, None)
+    cluster = pool.get("zookeeper_redis_path", _znode_path, None)
+    missing = [key for key in _ZOOKEEPER_KEYS if key not in pool.raw]
+    if 0 < len(missing) < len(_ZOOKEEPER_KEYS):
+        pool.error(", ".join(missing), "missing (zookeeper_host, zookeeper_path and "
+                                       "zookeeper_redis_path go together)")
+    if path and cluster and (path + "/").startswith(cluster + "/"):
+        pool.error("zookeeper_path", f"{path!r} lies in zookeeper_redis_path {cluster!r}, "
+                                     "where it would be taken for a shard")
+    return host, path, cluster
+
+
+def _pool_servers(pool: _PoolReader, zookeeper: bool) -> tuple[tuple[ServerSpec, ...], int]:
+    if "servers" not in pool.raw:
+        pool.error("servers", "missing (required)")
+        return (), SLOTS
+    entries, problems = _check_servers(pool.raw["servers"])
+    for problem in problems:
+        pool.error("servers", problem)
+    if problems:
+        return (), SLOTS
+    servers, modulus = _resolve(entries)
+    if zookeeper and modulus != SLOTS:
+        pool.error("servers", f"weights total {modulus}, but ZooKeeper shards are slot ranges "
+                              f"over 0-{SLOTS - 1}: make them total {SLOTS} or use ranges")
+    return servers, modulus
+
+
+def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> PoolConfig | None:
+    pool = _PoolReader(path, name, raw, errors)
+    pool.check_unknown_keys()
+    no_listen: _Listen = ("", None, None, None, None)
+    listen, host, port, unix_path, mode = pool.get("listen", _listen, no_listen,
+                                                   "missing (required), e.g. 127.0.0.1:22121")
+    zk_host, zk_path, zk_cluster = _zookeeper(pool)
+    servers, modulus = _pool_servers(pool, zookeeper=zk_host is not None)
+    get = pool.get
+    config = PoolConfig(
+        name=name, listen=listen, listen_host=host, listen_port=port, listen_path=unix_path,
+        listen_mode=mode,
+        hash=get("hash", _hash, "md5", _MISSING_HASH),
+        hash_tag=get("hash_tag", _hash_tag, None),
+        distribution=get("distribution", _distribution, "modula", _MISSING_DISTRIBUTION),
+        timeout_ms=get("timeout", _milliseconds, None),
+        backlog=get("backlog", _positive, 512),
+        preconnect=get("preconnect", _boolean, False),
+        redis=get("redis", _redis, True, _MISSING_REDIS),
+        redis_auth=get("redis_auth", _string, None),
+        redis_db=get("redis_db", _integer(0, "expected an integer >= 0"), 0),
+        server_connections=get("server_connections", _positive, 1),
+        auto_eject_hosts=get("auto_eject_hosts", _boolean, False),
+        server_retry_timeout_ms=get("server_retry_timeout", _milliseconds, 30000),
+        server_failure_limit=get("server_failure_limit", _positive, 2),
+        modulus=modulus, servers=servers,
+        zookeeper_host=zk_host, zookeeper_path=zk_path, zookeeper_redis_path=zk_cluster,
+        zookeeper_session_timeout_ms=get("zookeeper_session_timeout", _milliseconds, 10000),
+        max_bulk_length=get("max_bulk_length", _integer(1, "expected a positive integer "
+                                                           "(bytes)"), 536870912),
+        max_multibulk_length=get("max_multibulk_length", _positive, 1048576),
+        client_idle_timeout_ms=get("client_idle_timeout", _milliseconds, None),
+    )
+    return None if pool.failed else config
+
+
+# --- Whole file ---------------------------------------------------------------------------------
+
+def _same_listener(a: PoolConfig, b: PoolConfig) -> bool:
+    if a.listen_path or b.listen_path:
+        return a.listen_path == b.listen_path
+    # 0.0.0.0 takes the port on every address.
+    hosts = {a.listen_host, b.listen_host}
+    return a.listen_port == b.listen_port and (len(hosts) == 1 or "0.0.0.0" in hosts)
+
+
+def _cross_pool(path: str, pools: list[PoolConfig]) -> list[str]:
+    problems = []
+    for index, pool in enumerate(pools):
+        earlier = pools[:index]
+        if clash := next((e for e in earlier if _same_listener(e, pool)), None):
+            problems.append(f"{path}: pool {pool.name!r}: listen: {pool.listen!r} is already "
+                            f"used by pool {clash.name!r}")
+        if clash := next((e for e in earlier if pool.zookeeper_path
+                          and e.zookeeper_path == pool.zookeeper_path), None):
+            problems.append(f"{path}: pool {pool.name!r}: zookeeper_path: "
+                            f"{pool.zookeeper_path!r} is already used by pool {clash.name!r}")
+    return problems
+
+
+def _parse(text: str, path: str, digest: str) -> Config:
+    data = _yaml_load(text, path)
+    if not isinstance(data, dict) or not data:
+        shown = "an empty file" if data is None else _show(data)
+        raise ConfigError([f"{path}: expected a mapping of pool names to pool settings, "
+                           f"got {shown}"])
+    errors: list[str] = []
+    pools = []
+    for name, raw in data.items():
+        if not isinstance(name, str) or not name:
+            errors.append(f"{path}: pool name {_show(name)}: expected a non-empty string")
+        elif not isinstance(raw, dict) or not raw:
+            errors.append(f"{path}: pool {name!r}: expected a mapping of settings, "
+                          f"got {_show(raw)}")
+        elif pool := _read_pool(path, name, raw, errors):
+            pools.append(pool)
+    errors += _cross_pool(path, pools)
+    if errors:
+        raise ConfigError(errors)
+    return Config(pools=tuple(pools), path=path, digest=digest)
+
+
+def parse(text: str, path: str = "<string>") -> Config:
+    """Parse YAML text; raise ConfigError listing every problem, one line each."""
+    return _parse(text, path, hashlib.sha256(text.encode()).hexdigest())
+
+
+def load(path: str) -> Config:
+    """Read and parse a file; an unreadable file is a one-line ConfigError too."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 (bad byte at offset {exc.start})"]) from None
+    return _parse(text, path, hashlib.sha256(data).hexdigest())

@@ -1,0 +1,213 @@
+"""Commands the proxy answers itself: PING, ECHO, QUIT, SELECT, AUTH, CLIENT, HELLO,
+COMMAND, INFO, CONFIG.
+
+Replies mimic Redis byte for byte where a client may depend on them (error codes such as
+``NOAUTH``, ``WRONGPASS`` and ``NOPROTO``; HELLO's field names), so redis-cli, redis-py and
+redis-benchmark behave as they do against a single Redis. Only RESP2 is spoken.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from . import __version__, resp
+from .commands import COMMANDS, LOCAL, REFUSED
+
+if TYPE_CHECKING:
+    from .client import Client
+
+BEFORE_AUTH = frozenset({"auth", "hello", "quit", "ping"})
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+NOPASSWORD = resp.error(
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?"
+)
+NOT_INTEGER = resp.error("ERR value is not an integer or out of range")
+SYNTAX = resp.error("ERR syntax error")
+
+
+def _entry(name: str) -> bytes:
+    """A COMMAND entry as Redis 6 shaped it: name, arity, flags, first, last, step."""
+    command = COMMANDS[name]
+    first, last, step = command.first, command.last, command.step
+    if command.keys is not None:  # movable keys: reported like Redis does, as 0 0 0
+        first = last = step = 0
+    flags = [resp.bulk(b"movablekeys")] if command.keys is not None else []
+    return resp.array([
+        resp.bulk(name.encode()), resp.integer(command.arity), resp.array(flags),
+        resp.integer(first), resp.integer(last), resp.integer(step),
+    ])
+
+
+_SERVED = sorted(name for name, c in COMMANDS.items() if c.kind != REFUSED)
+_ENTRIES = {name: _entry(name) for name in _SERVED}
+_ALL_ENTRIES = resp.array(list(_ENTRIES.values()))
+
+
+def answer(client: Client, name: str, args: list[bytes]) -> bytes:
+    return _HANDLERS[name](client, args)
+
+
+def _ping(client: Client, args: list[bytes]) -> bytes:
+    if len(args) > 2:
+        return resp.error("ERR wrong number of arguments for 'ping' command")
+    return resp.PONG if len(args) == 1 else resp.bulk(args[1])
+
+
+def _echo(client: Client, args: list[bytes]) -> bytes:
+    return resp.bulk(args[1])
+
+
+def _quit(client: Client, args: list[bytes]) -> bytes:
+    client.closing = True
+    return resp.OK
+
+
+def _select(client: Client, args: list[bytes]) -> bytes:
+    try:
+        db = int(args[1])
+    except ValueError:
+        return NOT_INTEGER
+    if db == 0:
+        return resp.OK
+    return resp.error("ERR pyproxy: only database 0 is served (SELECT cannot follow keys "
+                      "across shards)")
+
+
+def _auth(client: Client, args: list[bytes]) -> bytes:
+    if len(args) > 3:
+        return SYNTAX
+    password = client.pool.config.redis_auth
+    if not password:
+        return NOPASSWORD
+    given = args[-1]
+    user = args[1] if len(args) == 3 else b"default"
+    if user == b"default" and given == password.encode():
+        client.authenticated = True
+        return resp.OK
+    return WRONGPASS
+
+
+def _client(client: Client, args: list[bytes]) -> bytes:
+    sub = args[1].lower()
+    if sub == b"setname" and len(args) == 3:
+        name = args[2]
+        if any(c <= 32 or c >= 127 for c in name):
+            return resp.error(
+                "ERR Client names cannot contain spaces, newlines or special characters."
+            )
+        client.name = name
+        return resp.OK
+    if sub == b"getname" and len(args) == 2:
+        return resp.bulk(client.name or None)
+    if sub == b"id" and len(args) == 2:
+        return resp.integer(client.id)
+    if sub == b"setinfo" and len(args) == 4:
+        return resp.OK
+    if sub in (b"setname", b"getname", b"id", b"setinfo"):
+        return resp.error(f"ERR wrong number of arguments for 'client|{sub.decode()}' command")
+    return resp.error(f"ERR pyproxy: 'CLIENT {sub.decode(errors='replace').upper()}' is not "
+                      "supported: it describes one redis-server's clients")
+
+
+def _hello(client: Client, args: list[bytes]) -> bytes:
+    if len(args) >= 2:
+        try:
+            version = int(args[1])
+        except ValueError:
+            return resp.error("ERR Protocol version is not an integer or out of range")
+        if version != 2:
+            return b"-NOPROTO unsupported protocol version\r\n"
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"AUTH" and i + 2 < len(args):
+            reply = _auth(client, [b"AUTH", args[i + 1], args[i + 2]])
+            if reply != resp.OK:
+                return reply
+            i += 3
+        elif option == b"SETNAME" and i + 1 < len(args):
+            reply = _client(client, [b"CLIENT", b"SETNAME", args[i + 1]])
+            if reply != resp.OK:
+                return reply
+            i += 2
+        else:
+            shown = option.decode(errors="replace")
+            return resp.error(f"ERR Syntax error in HELLO option '{shown}'")
+    if not client.authenticated:
+        return NOAUTH
+    fields = [
+        resp.bulk(b"server"), resp.bulk(b"pyproxy"),
+        resp.bulk(b"version"), resp.bulk(__version__.encode()),
+        resp.bulk(b"proto"), resp.integer(2),
+        resp.bulk(b"id"), resp.integer(client.id),
+        resp.bulk(b"mode"), resp.bulk(b"proxy"),
+        resp.bulk(b"role"), resp.bulk(b"master"),
+        resp.bulk(b"modules"), resp.EMPTY_ARRAY,
+    ]
+    return resp.array(fields)
+
+
+def _command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) == 1:
+        return _ALL_ENTRIES
+    sub = args[1].lower()
+    if sub == b"count":
+        return resp.integer(len(_ENTRIES))
+    if sub == b"docs":
+        return resp.EMPTY_ARRAY  # no documentation served: clients then show no hints
+    if sub == b"list":
+        return resp.array([resp.bulk(name.encode()) for name in _SERVED])
+    if sub == b"info":
+        return resp.array([
+            _ENTRIES.get(name.lower().decode(errors="replace"), resp.NULL_ARRAY)
+            for name in args[2:]
+        ])
+    return resp.error(f"ERR pyproxy: 'COMMAND {sub.decode(errors='replace').upper()}' "
+                      "is not supported")
+
+
+def _info(client: Client, args: list[bytes]) -> bytes:
+    state = client.state
+    lines = [
+        "# Proxy",
+        f"pyproxy_version:{__version__}",
+        "redis_mode:proxy",
+        f"process_id:{os.getpid()}",
+        f"uptime_in_seconds:{int(time.time() - state.started)}",
+        "",
+        "# Clients",
+        f"connected_clients:{state.clients}",
+        "",
+        "# Stats",
+        f"total_connections_received:{state.connections_total}",
+        f"total_commands_processed:{sum(p.stats.requests for p in state.pools)}",
+        "",
+        "# Pools",
+    ]
+    for pool in state.pools:
+        table = pool.table
+        masters = ",".join(f"{s.name}={s.master or '-'}" for s in table.shards)
+        lines.append(
+            f"pool_{pool.name}:listen={pool.config.listen},shards={len(table.shards)},"
+            f"table_version={table.version},source={table.source},masters={masters}"
+        )
+    return resp.bulk(("\r\n".join(lines) + "\r\n").encode())
+
+
+def _config(client: Client, args: list[bytes]) -> bytes:
+    if args[1].lower() == b"get":
+        return resp.EMPTY_ARRAY  # nothing to report: the shards' settings differ per server
+    return resp.error(f"ERR pyproxy: 'CONFIG {args[1].decode(errors='replace').upper()}' is "
+                      "not supported: configure each redis-server directly")
+
+
+_HANDLERS = {
+    "ping": _ping, "echo": _echo, "quit": _quit, "select": _select, "auth": _auth,
+    "client": _client, "hello": _hello, "command": _command, "info": _info, "config": _config,
+}
+
+assert set(_HANDLERS) == {n for n, c in COMMANDS.items() if c.kind == LOCAL}, "LOCAL table drift"

@@ -1,0 +1,81 @@
+"""A server pool: the current routing table and the backends it points at.
+
+``route`` is a list with one entry per slot (``modulus`` entries) holding the master's
+``Backend`` or ``None`` when the shard has no master; a request costs one md5 and one list
+index. ``apply`` builds a complete new list and swaps it in with one assignment, so clients
+never see a half-applied table. Backends that are no longer anyone's master are retired:
+closed once their in-flight requests have answered. A shard that loses its master keeps its
+slots (they answer with an error); its keys never move to another shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .backend import Backend
+from .config import PoolConfig
+from .hashing import make_slotter
+from .routing import RoutingTable, Shard
+from .stats import PoolStats
+
+log = logging.getLogger("pyproxy.pool")
+
+
+class Pool:
+    def __init__(self, config: PoolConfig, table: RoutingTable):
+        self.config = config
+        self.name = config.name
+        self.backends: dict[str, Backend] = {}
+        self.stats = PoolStats()
+        self.table = table
+        self.route: list[Backend | None] = []
+        self.slot_shard: list[Shard] = []
+        self.slotter: Callable[[bytes], int] = make_slotter(config.hash_tag, table.modulus)
+        self.apply(table)
+
+    def apply(self, table: RoutingTable) -> None:
+        """Swap in ``table``: one reference assignment, then retire unused backends."""
+        masters: dict[str, Backend] = {}
+        for shard in table.shards:
+            if shard.master is not None:
+                backend = self.backends.get(shard.master)
+                if backend is None or backend.retired:
+                    backend = Backend(shard.master, self.config)
+                masters[shard.master] = backend
+        route: list[Backend | None] = [None] * table.modulus
+        slot_shard: list[Shard] = [table.shards[0]] * table.modulus
+        for shard in table.shards:
+            backend = masters.get(shard.master) if shard.master else None
+            route[shard.start : shard.end + 1] = [backend] * (shard.end - shard.start + 1)
+            slot_shard[shard.start : shard.end + 1] = [shard] * (shard.end - shard.start + 1)
+        if table.modulus != self.table.modulus:
+            self.slotter = make_slotter(self.config.hash_tag, table.modulus)
+        old = self.backends
+        self.backends = masters
+        self.route = route
+        self.slot_shard = slot_shard
+        previous, self.table = self.table, table
+        for address, backend in old.items():
+            if address not in masters:
+                backend.retire()
+        if previous is not table:
+            for shard in table.shards:
+                before = _master_of(previous, shard.name)
+                if before != shard.master:
+                    log.info("pool %s: shard %s master %s -> %s",
+                             self.name, shard.name, before, shard.master)
+        if self.config.preconnect:
+            for backend in masters.values():
+                backend.preconnect()
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.retire()
+
+
+def _master_of(table: RoutingTable, shard_name: str) -> str | None:
+    for shard in table.shards:
+        if shard.name == shard_name:
+            return shard.master
+    return None

@@ -1,0 +1,337 @@
+"""RESP on the wire: client requests in, backend reply boundaries, reply framing out.
+
+Requests (client -> proxy) are parsed by ``RequestParser``:
+
+* Fast path: hiredis parses whole ``*N`` frames in C. It is used only while no partial
+  frame is pending, so hiredis never holds more than one read's worth of bytes.
+* Slow path: when a read ends inside a frame (or a frame is inline, or hiredis objects),
+  the rest is handled by a resumable pure-Python parser that checks every declared length
+  against the limits *before* buffering the body, so ``$99999999999`` is refused at once and
+  memory per client stays bounded by ``max_bulk_length``.
+* Inline commands (``PING\\r\\n``) are split the way Redis's ``sdssplitargs`` does.
+* Elements that parsed are handed over as ``list[bytes]``; a protocol error is returned as a
+  ``ProtocolError`` instance *after* the commands that preceded it, so those still run
+  (Redis does the same) and the caller then replies with the error and closes.
+
+Replies (backend -> proxy) are never decoded on the single-shard path: ``reply_end`` only
+finds where a reply ends so its exact bytes go back to the client (``+OK`` stays ``+OK``).
+
+Pure: no asyncio, no sockets.
+"""
+
+from __future__ import annotations
+
+import hiredis
+
+CRLF = b"\r\n"
+_STAR = 42  # '*'
+_DOLLAR = 36  # '$'
+_PLUS = 43  # '+'
+_MINUS = 45  # '-'
+_COLON = 58  # ':'
+INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
+
+
+class ProtocolError(Exception):
+    """A malformed request; ``str()`` is the message Redis would send after ``-ERR ``."""
+
+    def reply(self) -> bytes:
+        return b"-ERR Protocol error: " + str(self).encode() + CRLF
+
+
+# ---------------------------------------------------------------- request parsing
+
+
+def frame_size(args: list[bytes]) -> int:
+    """Bytes a request frame of bulk strings occupies on the wire."""
+    size = 3 + len(str(len(args)))
+    for arg in args:
+        n = len(arg)
+        size += n + 5 + len(str(n))
+    return size
+
+
+class RequestParser:
+    """Turns a client's byte stream into commands (``list[bytes]``) and protocol errors."""
+
+    __slots__ = ("_reader", "_carry", "_args", "_left", "max_bulk", "max_multibulk")
+
+    def __init__(self, max_bulk: int = 512 * 1024 * 1024, max_multibulk: int = 1024 * 1024):
+        self._reader = hiredis.Reader()
+        self._carry: bytearray | None = None  # slow-path bytes not yet parsed
+        self._args: list[bytes] | None = None  # slow path: elements of the open frame
+        self._left = 0  # slow path: elements still missing from the open frame
+        self.max_bulk = max_bulk
+        self.max_multibulk = max_multibulk
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._carry) if self._carry is not None else 0
+
+    def feed(self, data: bytes) -> list[list[bytes] | ProtocolError]:
+        if self._carry is not None:
+            self._carry += data
+            return self._slow([])
+        if data[0] != _STAR:
+            self._carry = bytearray(data)
+            return self._slow([])
+        reader = self._reader
+        reader.feed(data)
+        out: list[list[bytes] | ProtocolError] = []
+        try:
+            while (cmd := reader.gets()) is not False:
+                if type(cmd) is not list:  # a non-array frame: Redis reads it as inline
+                    return self._resume_slow(data, out)
+                out.append(cmd)
+        except hiredis.ProtocolError:
+            return self._resume_slow(data, out)
+        if reader.has_data():  # the read ended inside a frame
+            return self._resume_slow(data, out)
+        return out
+
+    def _resume_slow(self, data: bytes, out: list) -> list[list[bytes] | ProtocolError]:
+        """Hand the bytes after the frames hiredis completed to the slow path."""
+        self._reader = hiredis.Reader()
+        offset = 0
+        for i, cmd in enumerate(out):
+            if not all(type(a) is bytes for a in cmd):
+                del out[i:]
+                out.append(ProtocolError("expected '$' for every element of a request"))
+                return out
+            offset += frame_size(cmd)
+        self._carry = bytearray(data[offset:])
+        return self._slow(out)
+
+    def _slow(self, out: list) -> list[list[bytes] | ProtocolError]:
+        buf = self._carry
+        assert buf is not None
+        pos = 0
+        try:
+            while pos < len(buf):
+                if self._args is None:
+                    if buf[pos] != _STAR:
+                        end = self._inline(buf, pos, out)
+                        if end < 0:
+                            break
+                        pos = end
+                        continue
+                    nl = buf.find(CRLF, pos)
+                    if nl < 0:
+                        if len(buf) - pos > INLINE_MAX:
+                            raise ProtocolError("too big mbulk count string")
+                        break
+                    count = _parse_int(buf, pos + 1, nl, "invalid multibulk length")
+                    if count > self.max_multibulk:
+                        raise ProtocolError("invalid multibulk length")
+                    pos = nl + 2
+                    if count <= 0:  # Redis ignores empty and null multibulks
+                        continue
+                    self._args, self._left = [], count
+                pos = self._elements(buf, pos)
+                if self._left:
+                    break
+                out.append(self._args)
+                self._args = None
+        except ProtocolError as error:
+            out.append(error)
+            self._carry = bytearray()
+            self._args = None
+            return out
+        del buf[:pos]
+        if not buf and self._args is None:
+            self._carry = None  # back to the fast path
+        return out
+
+    def _elements(self, buf: bytearray, pos: int) -> int:
+        """Parse complete bulk elements of the open frame; return the new position."""
+        args = self._args
+        assert args is not None
+        size = len(buf)
+        while self._left and pos < size:
+            if buf[pos] != _DOLLAR:
+                raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+            nl = buf.find(CRLF, pos)
+            if nl < 0:
+                if size - pos > INLINE_MAX:
+                    raise ProtocolError("too big bulk count string")
+                break
+            length = _parse_int(buf, pos + 1, nl, "invalid bulk length")
+            if length < 0 or length > self.max_bulk:
+                raise ProtocolError("invalid bulk length")
+            end = nl + 2 + length
+            if end + 2 > size:
+                break
+            if buf[end : end + 2] != CRLF:
+                raise ProtocolError("bulk string not terminated by CRLF")
+            args.append(bytes(buf[nl + 2 : end]))
+            pos = end + 2
+            self._left -= 1
+        return pos
+
+    def _inline(self, buf: bytearray, pos: int, out: list) -> int:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            if len(buf) - pos > INLINE_MAX:
+                raise ProtocolError("too big inline request")
+            return -1
+        line = bytes(buf[pos:nl]).rstrip(b"\r")
+        args = split_inline(line)
+        if args:
+            out.append(args)
+        return nl + 1
+
+
+def _parse_int(buf: bytearray, start: int, end: int, message: str) -> int:
+    digits = bytes(buf[start:end])
+    if not digits or len(digits) > 19 or not digits.lstrip(b"-").isdigit():
+        raise ProtocolError(message)
+    return int(digits)
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command like Redis's ``sdssplitargs`` (quotes and escapes)."""
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\n\r\v\f":
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        quote = 0
+        while True:
+            if quote == 0:
+                if i >= n or line[i] in b" \t\n\r\v\f":
+                    break
+                if line[i] in b"\"'":
+                    quote = line[i]
+                else:
+                    current.append(line[i])
+                i += 1
+                continue
+            if i >= n:
+                raise ProtocolError("unbalanced quotes in request")
+            c = line[i]
+            if quote == 34 and c == 92 and i + 3 < n and line[i + 1] == ord("x") and _ishex(
+                line[i + 2 : i + 4]
+            ):
+                current.append(int(line[i + 2 : i + 4], 16))
+                i += 4
+            elif c == 92 and i + 1 < n and (quote == 34 or line[i + 1] == 39):
+                nxt = line[i + 1]
+                current.append(_ESCAPES.get(nxt, nxt) if quote == 34 else nxt)
+                i += 2
+            elif c == quote:
+                i += 1
+                if i < n and line[i] not in b" \t\n\r\v\f":
+                    raise ProtocolError("unbalanced quotes in request")
+                quote = 0
+                break
+            else:
+                current.append(c)
+                i += 1
+        args.append(bytes(current))
+
+
+def _ishex(pair: bytes) -> bool:
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
+# ---------------------------------------------------------------- request encoding
+
+
+def encode_command(args: list[bytes]) -> bytes:
+    """RESP frame for a request (what a backend receives)."""
+    n = len(args)
+    if n == 2:
+        a, b = args
+        return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+    if n == 3:
+        a, b, c = args
+        return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(a), a, len(b), b, len(c), c,
+        )
+    parts = [b"*%d\r\n" % n]
+    for arg in args:
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------- reply scanning
+
+
+def reply_end(buf: bytes | bytearray, pos: int) -> int:
+    """End offset of the RESP2 reply starting at ``pos``, or -1 if it is incomplete."""
+    nl = buf.find(CRLF, pos)
+    if nl < 0:
+        return -1
+    kind = buf[pos]
+    if kind == _DOLLAR:
+        length = int(buf[pos + 1 : nl])
+        if length < 0:
+            return nl + 2
+        end = nl + length + 4
+        return end if end <= len(buf) else -1
+    if kind == _STAR:
+        count = int(buf[pos + 1 : nl])
+        pos = nl + 2
+        for _ in range(count):
+            pos = reply_end(buf, pos)
+            if pos < 0:
+                return -1
+        return pos
+    return nl + 2  # '+', '-', ':' are one line
+
+
+def array_items(raw: bytes) -> list[bytes] | None:
+    """Split a raw array reply into the raw bytes of its elements (None for ``*-1``)."""
+    nl = raw.find(CRLF)
+    count = int(raw[1:nl])
+    if count < 0:
+        return None
+    items = []
+    pos = nl + 2
+    for _ in range(count):
+        end = reply_end(raw, pos)
+        items.append(raw[pos:end])
+        pos = end
+    return items
+
+
+def is_error(raw: bytes) -> bool:
+    return raw[0] == _MINUS
+
+
+def integer_value(raw: bytes) -> int:
+    return int(raw[1:-2])
+
+
+# ---------------------------------------------------------------- reply framing
+
+
+def bulk(value: bytes | None) -> bytes:
+    if value is None:
+        return b"$-1\r\n"
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def array(raw_items: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(raw_items) + b"".join(raw_items)
+
+
+def error(message: str) -> bytes:
+    """An error reply; ``message`` starts with its code (``ERR ...``) and has no CRLF."""
+    return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + CRLF
+
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+NULL_ARRAY = b"*-1\r\n"
+EMPTY_ARRAY = b"*0\r\n"

@@ -1,0 +1,89 @@
+"""Immutable routing tables: slot -> shard -> master (and replicas, for display).
+
+A ``RoutingTable`` is built once, validated, and never changed: a topology change builds a
+new one and the pool swaps a single reference, so a request sees either the old table or
+the new one, never a mix.
+
+Invariants checked by ``build``: shard ranges tile ``0..modulus-1`` exactly once. A shard
+may have no master (``master is None``) — its keys then get a prompt error.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TopologyError(Exception):
+    """An invalid table; ``.errors`` lists every problem, one line each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    name: str
+    start: int
+    end: int  # inclusive
+    master: str | None  # "host:port"
+    replicas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    shards: tuple[Shard, ...]  # ordered by start slot
+    modulus: int
+    version: int = 0
+    source: str = "config"
+
+    def shard_for_slot(self, slot: int) -> Shard:
+        lo, hi = 0, len(self.shards) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.shards[mid].start <= slot:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self.shards[lo]
+
+    def masters(self) -> dict[str, str | None]:
+        return {shard.name: shard.master for shard in self.shards}
+
+
+def tiling_errors(ranges: list[tuple[str, int, int]], modulus: int) -> list[str]:
+    """Problems with ``(label, start, end)`` ranges meant to cover 0..modulus-1 once."""
+    errors = []
+    for label, start, end in ranges:
+        if not 0 <= start <= end < modulus:
+            errors.append(f"{label}: range {start}-{end} is not within 0-{modulus - 1}")
+    ordered = sorted(ranges, key=lambda r: (r[1], r[2]))
+    expected = 0
+    previous: tuple[str, int, int] | None = None
+    for label, start, end in ordered:
+        if start > expected:
+            errors.append(f"slots {expected}-{start - 1} are not covered")
+        elif start < expected and previous is not None:
+            errors.append(
+                f"ranges {previous[1]}-{previous[2]} ({previous[0]}) and "
+                f"{start}-{end} ({label}) overlap"
+            )
+        if end + 1 > expected:
+            expected, previous = end + 1, (label, start, end)
+    if expected < modulus:
+        errors.append(f"slots {expected}-{modulus - 1} are not covered")
+    return errors
+
+
+def build(
+    shards: list[Shard], modulus: int, version: int = 0, source: str = "config"
+) -> RoutingTable:
+    if not shards:
+        raise TopologyError(["no shards"])
+    errors = tiling_errors([(s.name, s.start, s.end) for s in shards], modulus)
+    if errors:
+        raise TopologyError(errors)
+    ordered = tuple(sorted(shards, key=lambda s: s.start))
+    return RoutingTable(ordered, modulus, version, source)

@@ -1,0 +1,148 @@
+"""The running proxy: listeners, pools, startup, graceful shutdown, topology swaps.
+
+Invariants:
+
+* One listener per pool; every client of a pool shares that pool's backends.
+* Startup either brings up every listener or none (a failure stops what was started and is
+  reported as one line).
+* SIGTERM/SIGINT: stop accepting, let in-flight requests finish for up to
+  ``SHUTDOWN_GRACE`` seconds, close everything, exit 0.
+* A new routing table reaches a pool only through ``Pool.apply`` on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+from . import routing
+from .client import Client
+from .config import Config, PoolConfig
+from .pool import Pool
+from .routing import RoutingTable, Shard
+
+log = logging.getLogger("pyproxy.server")
+
+SHUTDOWN_GRACE = 5.0
+
+
+class StartupError(Exception):
+    """A one-line reason the proxy could not start."""
+
+
+def static_table(config: PoolConfig) -> RoutingTable:
+    """The table the ``servers`` list describes (the start, and the fallback without ZK).
+
+    With ZooKeeper the shards are named ``redis-0000``, ``redis-0001``, ... in list order, as
+    ``pyproxy-admin init`` lays them out, so ZooKeeper's view replaces them name for name.
+    """
+    shards = []
+    for index, server in enumerate(config.servers):
+        name = f"redis-{index:04d}" if config.uses_zookeeper else server.name
+        shards.append(Shard(name, server.start, server.end, server.address))
+    return routing.build(shards, config.modulus, version=0, source="config")
+
+
+class ProxyState:
+    """What every client can see of the proxy as a whole (for INFO and the stats)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.started = time.time()
+        self.pools: list[Pool] = []
+        self.clients: int = 0
+        self.connections_total = 0
+        self.open_clients: set[Client] = set()
+
+    def on_client_open(self, client: Client) -> None:
+        self.clients += 1
+        self.connections_total += 1
+        self.open_clients.add(client)
+        stats = client.pool.stats
+        stats.client_connections += 1
+        stats.client_connections_total += 1
+
+    def on_client_close(self, client: Client) -> None:
+        self.clients -= 1
+        self.open_clients.discard(client)
+        stats = client.pool.stats
+        stats.client_connections -= 1
+        stats.client_eof += 1
+
+
+class Proxy:
+    def __init__(self, config: Config):
+        self.config = config
+        self.state = ProxyState(config)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.pools: dict[str, Pool] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for pool_config in self.config.pools:
+                pool = Pool(pool_config, static_table(pool_config))
+                self.pools[pool_config.name] = pool
+                self.state.pools.append(pool)
+                self.servers.append(await self._listen(loop, pool))
+                log.info("pool %s listening on %s (%d shards)", pool.name, pool_config.listen,
+                         len(pool.table.shards))
+        except OSError as exc:
+            await self.close()
+            why = exc.strerror or exc
+            raise StartupError(f"cannot listen on {pool_config.listen}: {why}") from None
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> asyncio.AbstractServer:
+        config = pool.config
+        state = self.state
+
+        def factory() -> Client:
+            return Client(pool, state)
+
+        if config.listen_path is not None:
+            server = await loop.create_unix_server(
+                factory, config.listen_path, backlog=config.backlog
+            )
+            if config.listen_mode is not None:
+                os.chmod(config.listen_path, config.listen_mode)
+            return server
+        return await loop.create_server(
+            factory, config.listen_host, config.listen_port or 0, backlog=config.backlog,
+            reuse_address=True,
+        )
+
+    def apply_table(self, pool_name: str, table: RoutingTable) -> None:
+        self.pools[pool_name].apply(table)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop accepting, wait up to ``grace`` s for in-flight replies, close everything."""
+        for server in self.servers:
+            server.close()
+        deadline = time.monotonic() + grace
+        while any(c.queue for c in self.state.open_clients) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for client in list(self.state.open_clients):
+            if client.transport is not None:
+                client.transport.close()
+        for pool in self.pools.values():
+            pool.close()
+        await asyncio.sleep(0)
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    proxy = Proxy(config)
+    await proxy.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
+    await proxy.close(SHUTDOWN_GRACE)
+    log.info("stopped")

@@ -1,0 +1,73 @@
+"""Multi-key commands: split per shard, merge in the client's key order.
+
+``plan`` groups a command's keys by the shard that owns them (one sub-command per shard,
+not per key, keeping each shard's keys in client order); the merge functions rebuild one
+reply from the shards' replies. An error from any shard becomes the reply, as twemproxy
+does: the client cannot be told which part failed in a single RESP reply.
+
+Pure: no I/O. Shards are opaque hashable objects chosen by the caller's ``shard_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+from . import resp
+
+
+def plan(
+    args: list[bytes], key_positions: list[int], step: int, shard_of: Callable[[bytes], Hashable]
+) -> list[tuple[Hashable, list[bytes], list[int]]]:
+    """[(shard, sub-command args, indexes of its keys among all keys)] in first-seen order.
+
+    ``step`` is 2 for MSET (a key and its value travel together), 1 otherwise.
+    """
+    groups: dict[Hashable, tuple[list[bytes], list[int]]] = {}
+    for key_index, pos in enumerate(key_positions):
+        shard = shard_of(args[pos])
+        group = groups.get(shard)
+        if group is None:
+            group = groups[shard] = ([args[0]], [])
+        group[0].extend(args[pos : pos + step])
+        group[1].append(key_index)
+    return [(shard, sub, indexes) for shard, (sub, indexes) in groups.items()]
+
+
+def _first_error(replies: list[bytes]) -> bytes | None:
+    for raw in replies:
+        if resp.is_error(raw):
+            return raw
+    return None
+
+
+def merge_array(key_count: int, indexes: list[list[int]]) -> Callable[[list[bytes]], bytes]:
+    """MGET: put each shard's elements back at their keys' places."""
+
+    def merge(replies: list[bytes]) -> bytes:
+        error = _first_error(replies)
+        if error is not None:
+            return error
+        items: list[bytes] = [b""] * key_count
+        for raw, places in zip(replies, indexes, strict=True):
+            elements = resp.array_items(raw)
+            if elements is None or len(elements) != len(places):
+                return resp.error("ERR pyproxy: a shard sent a malformed MGET reply")
+            for place, element in zip(places, elements, strict=True):
+                items[place] = element
+        return resp.array(items)
+
+    return merge
+
+
+def merge_ok(replies: list[bytes]) -> bytes:
+    """MSET: +OK when every shard said so."""
+    error = _first_error(replies)
+    return error if error is not None else resp.OK
+
+
+def merge_sum(replies: list[bytes]) -> bytes:
+    """DEL/UNLINK/EXISTS/TOUCH: the shards' counts added up."""
+    error = _first_error(replies)
+    if error is not None:
+        return error
+    return resp.integer(sum(resp.integer_value(raw) for raw in replies))
