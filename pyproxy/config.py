@@ -266,7 +266,11 @@ def _listen(value: Any) -> _Listen:
 
 
 def _zookeeper_hosts(value: Any) -> str:
-    for item in _string(value).split(","):
+    """``host:port,host:port`` with an optional ``/chroot`` suffix, as kazoo accepts."""
+    hosts, slash, chroot = _string(value).partition("/")
+    if slash:
+        _znode_path("/" + chroot)
+    for item in hosts.split(","):
         try:
             _host_port(item.strip())
         except _Invalid as exc:

@@ -61,7 +61,7 @@ class Pool:
                 backend.retire()
         if previous is not table:
             for shard in table.shards:
-                before = _master_of(previous, shard.name)
+                before = previous.master_of(shard.name)
                 if before != shard.master:
                     log.info("pool %s: shard %s master %s -> %s",
                              self.name, shard.name, before, shard.master)
@@ -72,10 +72,3 @@ class Pool:
     def close(self) -> None:
         for backend in self.backends.values():
             backend.retire()
-
-
-def _master_of(table: RoutingTable, shard_name: str) -> str | None:
-    for shard in table.shards:
-        if shard.name == shard_name:
-            return shard.master
-    return None

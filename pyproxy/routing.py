@@ -49,8 +49,11 @@ class RoutingTable:
                 hi = mid - 1
         return self.shards[lo]
 
-    def masters(self) -> dict[str, str | None]:
-        return {shard.name: shard.master for shard in self.shards}
+    def master_of(self, shard_name: str) -> str | None:
+        for shard in self.shards:
+            if shard.name == shard_name:
+                return shard.master
+        return None
 
 
 def tiling_errors(ranges: list[tuple[str, int, int]], modulus: int) -> list[str]:

@@ -23,6 +23,7 @@ from .client import Client
 from .config import Config, PoolConfig
 from .pool import Pool
 from .routing import RoutingTable, Shard
+from .topology import Topology
 
 log = logging.getLogger("pyproxy.server")
 
@@ -79,6 +80,7 @@ class Proxy:
         self.state = ProxyState(config)
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
+        self.topologies: list[Topology] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -90,6 +92,8 @@ class Proxy:
                 self.servers.append(await self._listen(loop, pool))
                 log.info("pool %s listening on %s (%d shards)", pool.name, pool_config.listen,
                          len(pool.table.shards))
+                if pool_config.uses_zookeeper:
+                    self._follow(pool)
         except OSError as exc:
             await self.close()
             why = exc.strerror or exc
@@ -114,13 +118,17 @@ class Proxy:
             reuse_address=True,
         )
 
-    def apply_table(self, pool_name: str, table: RoutingTable) -> None:
-        self.pools[pool_name].apply(table)
+    def _follow(self, pool: Pool) -> None:
+        """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
+        topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply)
+        self.topologies.append(topology)
+        topology.start()
 
     async def close(self, grace: float = 0.0) -> None:
-        """Stop accepting, wait up to ``grace`` s for in-flight replies, close everything."""
+        """Stop accepting, deregister, wait up to ``grace`` s for in-flight replies, close."""
         for server in self.servers:
             server.close()
+        await asyncio.gather(*(t.stop() for t in self.topologies), return_exceptions=True)
         deadline = time.monotonic() + grace
         while any(c.queue for c in self.state.open_clients) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -1,0 +1,350 @@
+"""ZooKeeper side of the proxy: register this proxy, follow the cluster, build tables.
+
+Threading (never block the event loop): kazoo runs its own threads. Every kazoo call here
+is an ``*_async`` call whose result is bridged into an asyncio future with
+``call_soon_threadsafe``; ``start``/``stop`` run in an executor. Watch and connection-state
+callbacks do nothing but ``call_soon_threadsafe``.
+
+Following the cluster: any watch delivery — shards added/removed, a shard's data, a shard's
+members — schedules one ``refresh`` that re-reads the whole layout (a few nodes) and
+re-arms every watch. Deliveries are treated as "something changed", never as the change
+itself, so merged or missed events cannot leave a stale view; refreshes are coalesced so a
+burst costs one or two reads.
+
+Building a table (``build_table``, pure):
+
+* A shard's master is its member with the lowest sequence number.
+* A shard whose data is not ``{"weight":"a-b"}`` keeps the range it had; ranges that do not
+  tile 0..4095 are rejected and the previous ranges are kept — but master changes are still
+  followed by shard name, so a bad weight edit never blocks a failover.
+* A shard with no live member has no master: its keys get a prompt error.
+* ``servers`` from the config is the table until ZooKeeper first answers, and stays in
+  force while ZooKeeper is unreachable.
+
+Registration: ``zookeeper_path`` is an ephemeral node (parents persistent) holding
+``ProxyInfo`` JSON. It is created on every new session; a leftover node from this
+proxy's own previous session (same pid and listen address) is replaced; another live
+proxy's node is left alone and retried. ``stop`` closes the session, removing it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
+
+from . import __version__, routing, zkschema
+from .config import PoolConfig
+from .routing import RoutingTable, Shard, TopologyError
+
+log = logging.getLogger("pyproxy.topology")
+
+CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+
+
+class TopologyStats:
+    __slots__ = ("session_state", "changes", "rejected", "master_changes", "last_apply_seconds",
+                 "registrations")
+
+    def __init__(self) -> None:
+        self.session_state = "CONNECTING"
+        self.changes = 0
+        self.rejected = 0
+        self.master_changes: dict[str, int] = {}
+        self.last_apply_seconds = 0.0  # ZooKeeper event -> new table in effect
+        self.registrations = 0
+
+
+def build_table(
+    current: RoutingTable, shards: dict[str, tuple[bytes | None, list[str]]], version: int
+) -> tuple[RoutingTable | None, list[str]]:
+    """A new table from ZooKeeper's view, or None; plus the problems found (one line each).
+
+    ``shards`` maps shard name -> (its data, its children's names).
+    """
+    problems: list[str] = []
+    previous = {shard.name: shard for shard in current.shards}
+    candidates: list[Shard] = []
+    for name in sorted(shards):
+        data, children = shards[name]
+        members = zkschema.order_members(children)
+        master = members[0].address if members else None
+        replicas = tuple(m.address for m in members[1:])
+        try:
+            start, end = zkschema.parse_weight(data, name)
+        except zkschema.SchemaError as exc:
+            problems.append(str(exc))
+            if name not in previous:
+                return None, problems
+            start, end = previous[name].start, previous[name].end
+        candidates.append(Shard(name, start, end, master, replicas))
+    if not candidates:
+        return None, problems + ["the cluster has no shards"]
+    try:
+        return routing.build(candidates, current.modulus, version, "zookeeper"), problems
+    except TopologyError as exc:
+        problems.extend(exc.errors)
+    # Bad ranges: keep the previous ranges, follow the masters by shard name.
+    by_name = {s.name: s for s in candidates}
+    if set(by_name) != set(previous):
+        return None, problems
+    kept = [
+        Shard(s.name, s.start, s.end, by_name[s.name].master, by_name[s.name].replicas)
+        for s in current.shards
+    ]
+    return routing.build(kept, current.modulus, version, "zookeeper"), problems
+
+
+class Topology:
+    """Registers one pool's proxy and keeps its routing table in line with ZooKeeper."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        config_digest: str,
+        current: Callable[[], RoutingTable],
+        apply: Callable[[RoutingTable], None],
+    ):
+        assert config.zookeeper_host and config.zookeeper_path and config.zookeeper_redis_path
+        self.config = config
+        self.cluster = config.zookeeper_redis_path
+        self.own_path = config.zookeeper_path
+        self.digest = config_digest
+        self.current = current
+        self.apply = apply
+        self.stats = TopologyStats()
+        self.loop = asyncio.get_running_loop()
+        self.zk = KazooClient(
+            hosts=config.zookeeper_host,
+            timeout=config.zookeeper_session_timeout_ms / 1000.0,
+            connection_retry=KazooRetry(**CONNECTION_RETRY),
+            command_retry=KazooRetry(max_tries=3, delay=0.1, backoff=2, max_delay=1.0),
+        )
+        self.zk.add_listener(self._on_state_threaded)
+        self._session: int | None = None
+        self._refreshing = False
+        self._dirty = False
+        self._event_at = 0.0
+        self._stopped = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Begin connecting in the background; the proxy serves from ``servers`` meanwhile."""
+        self.zk.start_async()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await self.loop.run_in_executor(None, self._stop_client)
+
+    def _stop_client(self) -> None:
+        try:
+            self.zk.stop()  # closes the session: the ephemeral node goes at once
+        finally:
+            self.zk.close()
+
+    # ------------------------------------------------------------ kazoo bridge
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Run a kazoo ``*_async`` method; its result arrives as an asyncio future."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+
+        def settle(result: Any) -> None:
+            if future.cancelled():
+                return
+            try:
+                future.set_result(result.get_nowait())
+            except Exception as exc:  # kazoo raises its errors from get_nowait
+                future.set_exception(exc)
+
+        method(*args, **kwargs).rawlink(lambda result: self._threadsafe(settle, result))
+        return future
+
+    def _threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def _on_state_threaded(self, state: str) -> None:
+        self._threadsafe(self._on_state, state)
+
+    def _on_watch_threaded(self, _event: Any) -> None:
+        self._threadsafe(self._changed)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ session
+
+    def _on_state(self, state: str) -> None:
+        if self._stopped:
+            return
+        self.stats.session_state = str(state)
+        if state == KazooState.CONNECTED:
+            session = self.zk.client_id[0] if self.zk.client_id else None
+            if session != self._session:
+                log.info("zookeeper: session 0x%x established (%s)", session or 0,
+                         self.config.zookeeper_host)
+                self._session = session
+                self._spawn(self._register())
+            else:
+                log.info("zookeeper: reconnected, same session")
+            self._changed()
+        elif state == KazooState.SUSPENDED:
+            log.warning("zookeeper: connection suspended; serving with the last table")
+        elif state == KazooState.LOST:
+            log.warning("zookeeper: session lost; will register again on reconnect")
+
+    def _info(self) -> bytes:
+        return zkschema.ProxyInfo(
+            listen=self.config.listen, version=__version__, pid=os.getpid(),
+            started=_STARTED, config_digest=self.digest,
+            topology_version=self.current().version, pool=self.config.name,
+        ).encode()
+
+    async def _register(self) -> None:
+        """Create our ephemeral node for this session, replacing our own leftovers."""
+        while not self._stopped and self.zk.connected:
+            try:
+                await self._call(self.zk.create_async, self.own_path, self._info(),
+                                 ephemeral=True, makepath=True)
+                self.stats.registrations += 1
+                log.info("zookeeper: registered %s", self.own_path)
+                return
+            except NodeExistsError:
+                if await self._replace_leftover():
+                    continue
+            except KazooException as exc:
+                log.warning("zookeeper: registering %s failed: %r", self.own_path, exc)
+            await asyncio.sleep(0.5)
+
+    async def _replace_leftover(self) -> bool:
+        """True if the existing node was ours (now or from an old session) and is handled."""
+        try:
+            data, stat = await self._call(self.zk.get_async, self.own_path)
+        except NoNodeError:
+            return True
+        if stat.ephemeralOwner == self._session:
+            return True  # our create went through after all
+        try:
+            info = zkschema.ProxyInfo.decode(data)
+        except zkschema.SchemaError:
+            info = None
+        if info is not None and info.pid == os.getpid() and info.listen == self.config.listen:
+            log.info("zookeeper: removing our node left from an earlier session")
+            try:
+                await self._call(self.zk.delete_async, self.own_path, stat.version)
+            except (NoNodeError, KazooException):
+                pass
+            return True
+        log.error("zookeeper: %s is held by another process (owner 0x%x); retrying",
+                  self.own_path, stat.ephemeralOwner)
+        return False
+
+    # ------------------------------------------------------------ following the cluster
+
+    def _changed(self) -> None:
+        if self._stopped:
+            return
+        if not self._event_at:
+            self._event_at = time.monotonic()
+        if self._refreshing:
+            self._dirty = True
+            return
+        self._refreshing = True
+        self._spawn(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        try:
+            while True:
+                self._dirty = False
+                try:
+                    await self._refresh()
+                except KazooException as exc:
+                    log.warning("zookeeper: reading %s failed: %r", self.cluster, exc)
+                    await asyncio.sleep(0.2)
+                    self._dirty = self.zk.connected
+                if not self._dirty or self._stopped:
+                    return
+        finally:
+            self._refreshing = False
+
+    async def _refresh(self) -> None:
+        watch = self._on_watch_threaded
+        try:
+            names = await self._call(self.zk.get_children_async, self.cluster, watch=watch)
+        except NoNodeError:
+            await self._call(self.zk.exists_async, self.cluster, watch=watch)
+            log.warning("zookeeper: %s does not exist; keeping the current table", self.cluster)
+            return
+        reads = []
+        for name in names:
+            path = zkschema.shard_path(self.cluster, name)
+            reads.append(self._call(self.zk.get_async, path, watch=watch))
+            reads.append(self._call(self.zk.get_children_async, path, watch=watch))
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        shards: dict[str, tuple[bytes | None, list[str]]] = {}
+        for i, name in enumerate(names):
+            data_result, children = results[2 * i], results[2 * i + 1]
+            if isinstance(data_result, NoNodeError) or isinstance(children, NoNodeError):
+                self._dirty = True  # deleted while we read: read again
+                continue
+            if isinstance(data_result, BaseException):
+                raise data_result
+            if isinstance(children, BaseException):
+                raise children
+            shards[name] = (data_result[0], children)
+        self._install(shards)
+
+    def _install(self, shards: dict[str, tuple[bytes | None, list[str]]]) -> None:
+        current = self.current()
+        table, problems = build_table(current, shards, current.version + 1)
+        for problem in problems:
+            log.error("zookeeper topology rejected: %s", problem)
+        if problems:
+            self.stats.rejected += 1
+        if table is None or _same_routing(table, current):
+            self._event_at = 0.0
+            return
+        for shard in table.shards:
+            before = current.master_of(shard.name)
+            if before != shard.master and current.source == "zookeeper":
+                self.stats.master_changes[shard.name] = (
+                    self.stats.master_changes.get(shard.name, 0) + 1
+                )
+        self.apply(table)
+        self.stats.changes += 1
+        if self._event_at:
+            self.stats.last_apply_seconds = time.monotonic() - self._event_at
+        self._event_at = 0.0
+        log.info("topology v%d applied: %s", table.version,
+                 ", ".join(f"{s.name} {s.start}-{s.end} -> {s.master or 'NO MASTER'}"
+                           for s in table.shards))
+        if self.zk.connected:
+            self._spawn(self._update_info())
+
+    async def _update_info(self) -> None:
+        try:
+            await self._call(self.zk.set_async, self.own_path, self._info())
+        except KazooException:
+            pass  # re-registration on the next session writes fresh data anyway
+
+
+_STARTED = time.time()
+
+
+def _same_routing(a: RoutingTable, b: RoutingTable) -> bool:
+    return [(s.name, s.start, s.end, s.master, s.replicas) for s in a.shards] == [
+        (s.name, s.start, s.end, s.master, s.replicas) for s in b.shards
+    ] and a.source == b.source
