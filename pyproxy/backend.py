@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from itertools import islice
 from typing import Protocol as TypingProtocol
@@ -34,6 +35,7 @@ from typing import Protocol as TypingProtocol
 from . import resp
 from .config import PoolConfig
 from .slots import Swallow, flush_dirty
+from .stats import PoolStats, ServerStats
 
 log = logging.getLogger("pyproxy.backend")
 
@@ -50,14 +52,17 @@ class Waiter(TypingProtocol):
 class Backend:
     """One redis-server address: ``server_connections`` shared connections, round robin."""
 
-    __slots__ = ("address", "host", "port", "settings", "connections", "_next", "retired")
+    __slots__ = ("address", "host", "port", "settings", "connections", "_next", "retired",
+                 "stats", "pool_stats")
 
-    def __init__(self, address: str, settings: PoolConfig):
+    def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
         host, _, port = address.rpartition(":")
         self.address = address
         self.host = host
         self.port = int(port)
         self.settings = settings
+        self.stats = ServerStats()
+        self.pool_stats = pool_stats  # for the pool-wide forward_error and server_ejects
         self.connections = [Connection(self) for _ in range(settings.server_connections)]
         self._next = 0
         self.retired = False
@@ -121,12 +126,16 @@ class Connection(asyncio.Protocol):
     def send(self, payload: bytes, waiter: Waiter) -> None:
         if self.transport is None and not self.connecting:
             if not self.connect_if_due():
+                self.backend.pool_stats.forward_error += 1
                 waiter.settle(self._down_reply())
                 return
-        if self.timeout:
-            waiter.deadline = self.loop.time() + self.timeout
-            if self.timer is None:
-                self.timer = self.loop.call_at(waiter.deadline, self._on_timer)
+        stats = self.backend.stats
+        stats.requests += 1
+        stats.request_bytes += len(payload)
+        # deadline - timeout is the send time: the per-backend latency needs no extra field
+        waiter.deadline = self.loop.time() + self.timeout
+        if self.timeout and self.timer is None:
+            self.timer = self.loop.call_at(waiter.deadline, self._on_timer)
         self.fifo.append(waiter)
         self.out.append(payload)
         if not self.flush_scheduled and self.transport is not None:
@@ -164,6 +173,7 @@ class Connection(asyncio.Protocol):
         except (TimeoutError, OSError) as exc:
             self.connecting = False
             why = exc.strerror if isinstance(exc, OSError) else "timed out"
+            self.backend.stats.server_err += 1
             self._fail(f"connect failed: {why}")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,6 +182,7 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport = transport  # type: ignore[assignment]
         self.connecting = False
+        self.backend.stats.reconnects += 1
         prelude = self._prelude()
         if prelude:
             self.fifo.extendleft(reversed([w for w, _ in prelude]))
@@ -206,7 +217,10 @@ class Connection(asyncio.Protocol):
             self.rest = None
         fifo = self.fifo
         reply_end = resp.reply_end
+        stats = self.backend.stats
+        observe, sent_offset = stats.latency.observe, self.loop.time() + self.timeout
         size = len(data)
+        stats.response_bytes += size
         pos = 0
         while pos < size:
             end = reply_end(data, pos)
@@ -216,7 +230,10 @@ class Connection(asyncio.Protocol):
             if not fifo:
                 self._protocol_violation("a reply nobody asked for")
                 return
-            fifo.popleft().settle(data if (pos == 0 and end == size) else data[pos:end])
+            waiter = fifo.popleft()
+            waiter.settle(data if (pos == 0 and end == size) else data[pos:end])
+            observe(sent_offset - waiter.deadline)
+            stats.responses += 1
             if self.expired:
                 self.expired -= 1
             pos = end
@@ -254,6 +271,8 @@ class Connection(asyncio.Protocol):
             for waiter in list(islice(fifo, self.expired, self.expired + timed_out)):
                 waiter.settle(error)
             self.expired += timed_out
+            self.backend.stats.server_timedout += timed_out
+            self.backend.pool_stats.forward_error += timed_out
             self.failures += 1
             log.warning("backend %s: %d request(s) timed out", self.backend.address, timed_out)
         if next_deadline:
@@ -268,6 +287,10 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if exc is None:
+            self.backend.stats.server_eof += 1
+        else:
+            self.backend.stats.server_err += 1
         if self.closing:
             self._error_all("ERR pyproxy: backend connection closed")
             return
@@ -279,6 +302,8 @@ class Connection(asyncio.Protocol):
         settings = self.backend.settings
         if settings.auto_eject_hosts and self.failures >= settings.server_failure_limit:
             delay = settings.server_retry_timeout_ms / 1000.0
+            self.backend.stats.server_ejected_at = int(time.time() * 1e6)
+            self.backend.pool_stats.server_ejects += 1
         else:
             delay = min(_MIN_RETRY * 2 ** (self.failures - 1), _MAX_RETRY,
                         settings.server_retry_timeout_ms / 1000.0)
@@ -298,6 +323,7 @@ class Connection(asyncio.Protocol):
             self.timer = None
         for waiter in fifo:
             waiter.settle(error)
+        self.backend.pool_stats.forward_error += len(fifo)
         flush_dirty()
 
     def close_when_idle(self) -> None:

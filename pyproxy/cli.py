@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from . import __version__, config
 from .server import StartupError, serve
@@ -33,6 +36,8 @@ examples:
 signals: SIGTERM/SIGINT stop accepting, finish in-flight requests, exit 0.
 """
 
+DEFAULT_METRICS = "127.0.0.1:22123"
+
 # nutcracker's -v levels (0 emerg .. 11) mapped onto Python's.
 _LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR,
            4: logging.WARNING, 5: logging.INFO}
@@ -52,13 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", metavar="FILE", help="log to FILE (default stderr)")
     parser.add_argument("-p", "--pid-file", metavar="FILE", help="write the process id to FILE")
     parser.add_argument("-d", "--daemonize", action="store_true", help="run in the background")
+    parser.add_argument("-s", "--stats-port", type=int, metavar="PORT",
+                        help="serve nutcracker-style JSON stats on PORT (off by default)")
+    parser.add_argument("-a", "--stats-addr", default="127.0.0.1", metavar="ADDR",
+                        help="address of the stats port (default %(default)s)")
+    parser.add_argument("-D", "--describe-stats", action="store_true",
+                        help="describe the nutcracker-style stats and exit")
+    parser.add_argument("--metrics", nargs="?", const=DEFAULT_METRICS, metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             f"(off by default; bare --metrics means {DEFAULT_METRICS})")
     parser.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}")
     return parser
 
 
 def setup_logging(level: int, output: str | None) -> None:
+    """Log to stderr or FILE; a FILE is reopened when logrotate moves it (and on SIGHUP)."""
     handler: logging.Handler
-    handler = logging.FileHandler(output) if output else logging.StreamHandler(sys.stderr)
+    if output:
+        handler = logging.handlers.WatchedFileHandler(output)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -77,8 +95,19 @@ def daemonize() -> None:
         os.dup2(devnull, fd)
 
 
+def reopen_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.reopenIfNeeded()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.describe_stats:
+        from .statsport import describe
+
+        print(describe())
+        return 0
     try:
         loaded = config.load(args.conf_file)
     except config.ConfigError as exc:
@@ -105,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     logging.getLogger("pyproxy").info("pyproxy %s starting, pid %d, config %s", __version__,
                                       os.getpid(), args.conf_file)
+    stats = f"{args.stats_addr}:{args.stats_port}" if args.stats_port else None
     try:
-        run(loaded)
+        run(serve(loaded, metrics=args.metrics, stats=stats, on_hangup=reopen_logs))
     except StartupError as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         logging.getLogger("pyproxy").error("startup failed: %s", exc)
@@ -120,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(loaded: config.Config) -> None:
+def run(main_coroutine: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        asyncio.run(serve(loaded))
+        asyncio.run(main_coroutine)
     else:
-        uvloop.run(serve(loaded))
+        uvloop.run(main_coroutine)

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from . import local, resp, split
 from .commands import KEY, LOCAL, REFUSED, SAME, SPLIT, Command, lookup
-from .resp import ProtocolError, RequestParser, encode_command
+from .resp import ProtocolError, RequestParser, element_error, encode_command
 from .slots import FanOut, Pending, flush_dirty
+from .stats import UNKNOWN_INDEX
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -41,13 +42,17 @@ RESUME_BELOW = 1024
 _ids = itertools.count(1)
 
 _MERGES = {"ok": split.merge_ok, "sum": split.merge_sum}
-_NOT_BULK = ProtocolError("expected '$' for every element of a request")
 
 
 def unknown_command(args: list[bytes]) -> bytes:
-    name = args[0].decode(errors="replace")
-    shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:21])
-    return resp.error(f"ERR unknown command '{name[:128]}', with args beginning with: {shown}")
+    """Redis's own message, byte for byte: the arguments shown fill at most 128 bytes."""
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg[: 128 - len(shown)] + b"' "
+    message = b"-ERR unknown command '" + args[0][:128] + b"', with args beginning with: " + shown
+    return message.replace(b"\r", b" ").replace(b"\n", b" ") + resp.CRLF
 
 
 def wrong_arity(command: Command) -> bytes:
@@ -68,7 +73,7 @@ def cross_shard(command: Command) -> bytes:
 class Client(asyncio.Protocol):
     __slots__ = (
         "pool", "state", "transport", "parser", "queue", "dirty", "closing", "paused",
-        "write_paused", "id", "name", "authenticated", "peer",
+        "write_paused", "id", "name", "authenticated", "peer", "clock", "read_at",
     )
 
     def __init__(self, pool: Pool, state: ProxyState):
@@ -86,6 +91,8 @@ class Client(asyncio.Protocol):
         self.name = b""
         self.authenticated = not config.redis_auth
         self.peer = ""
+        self.clock = asyncio.get_running_loop().time
+        self.read_at = 0.0  # when the current read arrived: the start of its requests' latency
 
     # ------------------------------------------------------------ transport events
 
@@ -114,17 +121,20 @@ class Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.read_at = self.clock()
         commands = self.parser.feed(data)
         stats = self.pool.stats
         stats.requests += len(commands)
         stats.request_bytes += len(data)
+        queue = self.queue
         for command in commands:
             if type(command) is list:
                 if command:
+                    depth = len(queue)
                     try:
                         self.dispatch(command)
                     except (TypeError, AttributeError):  # hiredis let a non-bulk element in
-                        self.fail(_NOT_BULK, self.queue[-1])
+                        self.fail(element_error(command), queue[-1] if len(queue) > depth else None)
                         break
             else:
                 assert isinstance(command, ProtocolError)
@@ -141,12 +151,16 @@ class Client(asyncio.Protocol):
 
     def dispatch(self, args: list[bytes]) -> None:
         command = lookup(args[0])
-        slot = Pending(self)
+        slot = Pending(self, self.read_at)
         self.queue.append(slot)
+        stats = self.pool.stats
         if command is None:
-            self.pool.stats.unknown += 1
+            stats.unknown += 1
+            stats.commands[UNKNOWN_INDEX] += 1
             slot.settle(unknown_command(args))
             return
+        slot.command = command.index
+        stats.commands[command.index] += 1
         if not command.arity_ok(len(args)):
             slot.settle(wrong_arity(command))
             return
@@ -174,6 +188,7 @@ class Client(asyncio.Protocol):
             slot.settle(refused(command, command.reason))
 
     def _no_master(self, slot_index: int) -> bytes:
+        self.pool.stats.forward_error += 1
         shard = self.pool.slot_shard[slot_index]
         return resp.error(f"ERR pyproxy: shard {shard.name} has no master right now")
 
@@ -216,6 +231,7 @@ class Client(asyncio.Protocol):
         for index, (shard, sub_args, _) in enumerate(parts):
             backend = route[shard.start]  # type: ignore[attr-defined]
             if backend is None:
+                pool.stats.forward_error += 1
                 fan.part(index).settle(
                     resp.error(f"ERR pyproxy: shard {shard.name} has no master right now")  # type: ignore[attr-defined]
                 )
@@ -225,21 +241,26 @@ class Client(asyncio.Protocol):
     # ------------------------------------------------------------ replies
 
     def flush(self) -> None:
+        """Write every settled reply from the head of the queue, in one write."""
         queue = self.queue
         transport = self.transport
         if transport is None:
             queue.clear()
             return
         if queue and queue[0].reply is not None:
-            if len(queue) == 1:
-                out = queue.popleft().reply
-            else:
-                parts = []
-                while queue and queue[0].reply is not None:
-                    parts.append(queue.popleft().reply)
-                out = b"".join(parts)  # type: ignore[arg-type]
-            assert out is not None
-            self.pool.stats.response_bytes += len(out)
+            stats = self.pool.stats
+            errors, observe, now = stats.command_errors, stats.latency.observe, self.clock()
+            parts = []
+            while queue and queue[0].reply is not None:
+                slot = queue.popleft()
+                reply = slot.reply
+                assert reply is not None
+                if reply[0] == 45:  # '-': an error reply
+                    errors[slot.command] += 1
+                observe(now - slot.started)
+                parts.append(reply)
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
+            stats.response_bytes += len(out)
             transport.write(out)
             if self.paused:
                 self._update_reading()
@@ -253,9 +274,10 @@ class Client(asyncio.Protocol):
         than queueing another) means no slot is left waiting forever.
         """
         self.pool.stats.protocol_errors += 1
+        self.pool.stats.client_err += 1
         log.info("client %s: protocol error: %s", self.peer, error)
         if slot is None:
-            self.queue.append(Pending(self, error.reply()))
+            self.queue.append(Pending(self, self.read_at, error.reply()))
         else:
             slot.settle(error.reply())
         self.closing = True

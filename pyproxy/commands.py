@@ -22,7 +22,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KEY, SAME, SPLIT, LOCAL, REFUSED = range(5)
 
@@ -38,6 +38,7 @@ class Command:
     keys: Callable[[list[bytes]], list[int]] | None = None  # key positions when not fixed
     merge: str = ""  # SPLIT only
     reason: str = ""  # REFUSED only
+    index: int = 0  # position in COMMANDS: per-command counters are lists, not dicts
 
     def arity_ok(self, argc: int) -> bool:
         arity = self.arity
@@ -208,7 +209,7 @@ def _build() -> dict[str, Command]:
     for reason, names in _REFUSED.items():
         for name in names.split():
             table[name] = Command(name, -1, REFUSED, 0, 0, 0, reason=reason)
-    return table
+    return {name: replace(command, index=i) for i, (name, command) in enumerate(table.items())}
 
 
 COMMANDS: dict[str, Command] = _build()

@@ -4,6 +4,8 @@ COMMAND, INFO, CONFIG.
 Replies mimic Redis byte for byte where a client may depend on them (error codes such as
 ``NOAUTH``, ``WRONGPASS`` and ``NOPROTO``; HELLO's field names), so redis-cli, redis-py and
 redis-benchmark behave as they do against a single Redis. Only RESP2 is spoken.
+``CONFIG GET`` describes the proxy, never a shard: it persists nothing (``save`` is empty,
+``appendonly`` is ``no``), and every other parameter is absent from the answer.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def _hello(client: Client, args: list[bytes]) -> bytes:
                 return reply
             i += 2
         else:
-            shown = option.decode(errors="replace")
+            shown = args[i].decode(errors="replace")
             return resp.error(f"ERR Syntax error in HELLO option '{shown}'")
     if not client.authenticated:
         return NOAUTH
@@ -193,14 +195,25 @@ def _info(client: Client, args: list[bytes]) -> bytes:
         masters = ",".join(f"{s.name}={s.master or '-'}" for s in table.shards)
         lines.append(
             f"pool_{pool.name}:listen={pool.config.listen},shards={len(table.shards)},"
-            f"table_version={table.version},source={table.source},masters={masters}"
+            f"table_version={table.version},source={table.source}"
         )
+        lines.append(f"pool_{pool.name}_masters:{masters}")
     return resp.bulk(("\r\n".join(lines) + "\r\n").encode())
+
+
+# CONFIG GET answers describe the proxy itself, never a shard (the shards' settings may
+# differ). The proxy persists nothing: redis-benchmark asks exactly these two at start and
+# warns "Could not fetch server CONFIG" unless each comes back as a name/value pair.
+_OWN_CONFIG = {b"save": b"", b"appendonly": b"no"}
 
 
 def _config(client: Client, args: list[bytes]) -> bytes:
     if args[1].lower() == b"get":
-        return resp.EMPTY_ARRAY  # nothing to report: the shards' settings differ per server
+        pairs = []
+        for name in dict.fromkeys(a.lower() for a in args[2:]):
+            if name in _OWN_CONFIG:
+                pairs += [resp.bulk(name), resp.bulk(_OWN_CONFIG[name])]
+        return resp.array(pairs)
     return resp.error(f"ERR pyproxy: 'CONFIG {args[1].decode(errors='replace').upper()}' is "
                       "not supported: configure each redis-server directly")
 

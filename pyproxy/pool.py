@@ -41,7 +41,7 @@ class Pool:
             if shard.master is not None:
                 backend = self.backends.get(shard.master)
                 if backend is None or backend.retired:
-                    backend = Backend(shard.master, self.config)
+                    backend = Backend(shard.master, self.config, self.stats)
                 masters[shard.master] = backend
         route: list[Backend | None] = [None] * table.modulus
         slot_shard: list[Shard] = [table.shards[0]] * table.modulus

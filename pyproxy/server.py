@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from . import routing
 from .client import Client
@@ -140,16 +141,47 @@ class Proxy:
         await asyncio.sleep(0)
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+def _split_address(text: str, what: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise StartupError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None) -> None:
+    from .metrics import serve_metrics
+    from .statsport import serve_stats
+
+    try:
+        if metrics:
+            host, port = _split_address(metrics, "--metrics")
+            serve_metrics(proxy, host, port)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        if stats:
+            host, port = _split_address(stats, "stats address")
+            proxy.servers.append(await serve_stats(proxy, host, port))
+            log.info("nutcracker-style stats on %s:%d", host, port)
+    except OSError as exc:
+        await proxy.close()
+        raise StartupError(f"cannot serve metrics/stats: {exc.strerror or exc}") from None
+
+
+async def serve(
+    config: Config,
+    metrics: str | None = None,
+    stats: str | None = None,
+    on_hangup: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``."""
     loop = asyncio.get_running_loop()
     proxy = Proxy(config)
     await proxy.start()
+    await _start_exporters(proxy, metrics, stats)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
     await proxy.close(SHUTDOWN_GRACE)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .stats import UNKNOWN_INDEX
+
 
 class Owner(Protocol):
     dirty: bool
@@ -39,14 +41,20 @@ def flush_dirty() -> None:
 
 
 class Pending:
-    """One request's place in its client's reply queue."""
+    """One request's place in its client's reply queue.
 
-    __slots__ = ("owner", "reply", "deadline")
+    ``command`` (the command table index) and ``started`` (loop time the request was read)
+    feed the per-command error counters and the latency histogram when the reply is written.
+    """
 
-    def __init__(self, owner: Owner, reply: bytes | None = None):
+    __slots__ = ("owner", "reply", "deadline", "command", "started")
+
+    def __init__(self, owner: Owner, started: float, reply: bytes | None = None):
         self.owner = owner
         self.reply = reply
         self.deadline = 0.0
+        self.command = UNKNOWN_INDEX
+        self.started = started
 
     def settle(self, raw: bytes) -> None:
         if self.reply is None:

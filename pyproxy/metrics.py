@@ -1,0 +1,182 @@
+"""Prometheus exposition: a custom collector that reads ``stats`` counters at scrape time.
+
+The hot path never touches prometheus_client: it bumps plain ints (see ``stats``), and
+``ProxyCollector.collect`` turns them into metric families when Prometheus scrapes. The
+HTTP server is prometheus_client's own, in its thread; reading ints there is safe.
+
+Labels are pool, shard, backend address and command-table names — never keys — so the
+number of series is fixed by the configuration, not by traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from . import __version__
+from .stats import COMMAND_NAMES, Histogram
+
+if TYPE_CHECKING:
+    from .server import Proxy
+
+# name -> (type, help). Counters get the ``_total`` suffix from prometheus_client.
+POOL_SERIES = {
+    "client_connections": ("gauge", "Client connections open now"),
+    "client_connections_total": ("counter", "Client connections accepted"),
+    "client_errors": ("counter", "Client connections closed on an error (nutcracker client_err)"),
+    "protocol_errors": ("counter", "Client requests rejected as malformed RESP"),
+    "unknown_commands": ("counter", "Requests naming a command the proxy does not know"),
+    "refused_commands": ("counter", "Requests refused because a sharding proxy cannot serve them"),
+    "forward_errors": ("counter", "Requests answered with a proxy-made error (backend down, "
+                                  "timeout, no master)"),
+    "fragments": ("counter", "Per-shard parts created by splitting multi-key requests"),
+    "received_bytes": ("counter", "Bytes read from clients"),
+    "sent_bytes": ("counter", "Bytes written to clients"),
+}
+_POOL_ATTRS = {
+    "client_connections": "client_connections",
+    "client_connections_total": "client_connections_total", "client_errors": "client_err",
+    "protocol_errors": "protocol_errors", "unknown_commands": "unknown",
+    "refused_commands": "refused", "forward_errors": "forward_error", "fragments": "fragments",
+    "received_bytes": "request_bytes", "sent_bytes": "response_bytes",
+}
+BACKEND_SERIES = {
+    "requests": ("counter", "Requests written to the backend", "requests"),
+    "responses": ("counter", "Replies read from the backend", "responses"),
+    "request_bytes": ("counter", "Bytes written to the backend", "request_bytes"),
+    "response_bytes": ("counter", "Bytes read from the backend", "response_bytes"),
+    "timeouts": ("counter", "Requests that hit the pool timeout", "server_timedout"),
+    "errors": ("counter", "Backend connection failures (refused, reset)", "server_err"),
+    "reconnects": ("counter", "Backend connections (re)established", "reconnects"),
+}
+
+
+def _histogram(name: str, help_text: str, labels: list[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, help_text, labels=labels)
+
+
+def _add_histogram(family: HistogramMetricFamily, values: list[str], hist: Histogram) -> None:
+    family.add_metric(values, hist.cumulative(), hist.total)
+
+
+class ProxyCollector:
+    def __init__(self, proxy: Proxy):
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        proxy = self.proxy
+        state = proxy.state
+        info = GaugeMetricFamily("pyproxy_info", "pyproxy version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily("pyproxy_uptime_seconds", "Seconds since start",
+                                value=time.time() - state.started)
+        yield from self._pools()
+        yield from self._backends()
+        yield from self._topology()
+
+    def _pools(self) -> Iterator[Metric]:
+        pools = self.proxy.state.pools
+        for series, (kind, help_text) in POOL_SERIES.items():
+            family: Metric
+            if kind == "gauge":
+                family = GaugeMetricFamily(f"pyproxy_{series}", help_text, labels=["pool"])
+            else:
+                family = CounterMetricFamily(f"pyproxy_{series}", help_text, labels=["pool"])
+            for pool in pools:
+                family.add_metric([pool.name], getattr(pool.stats, _POOL_ATTRS[series]))
+            yield family
+        requests = CounterMetricFamily("pyproxy_requests", "Requests by command",
+                                       labels=["pool", "command"])
+        errors = CounterMetricFamily("pyproxy_request_errors",
+                                     "Error replies sent to clients, by command",
+                                     labels=["pool", "command"])
+        latency = _histogram("pyproxy_request_duration_seconds",
+                             "Client-observed latency: request read to reply written", ["pool"])
+        for pool in pools:
+            stats = pool.stats
+            for index, name in enumerate(COMMAND_NAMES):
+                if stats.commands[index]:
+                    requests.add_metric([pool.name, name], stats.commands[index])
+                if stats.command_errors[index]:
+                    errors.add_metric([pool.name, name], stats.command_errors[index])
+            _add_histogram(latency, [pool.name], stats.latency)
+        yield requests
+        yield errors
+        yield latency
+
+    def _backends(self) -> Iterator[Metric]:
+        labels = ["pool", "shard", "backend"]
+        up = GaugeMetricFamily("pyproxy_backend_up", "1 if a connection to the backend is open",
+                               labels=labels)
+        inflight = GaugeMetricFamily("pyproxy_backend_inflight",
+                                     "Requests written and not yet answered", labels=labels)
+        counters = {
+            series: CounterMetricFamily(f"pyproxy_backend_{series}", help_text, labels=labels)
+            for series, (_, help_text, _) in BACKEND_SERIES.items()
+        }
+        latency = _histogram("pyproxy_backend_request_duration_seconds",
+                             "Backend latency: request queued to reply read", labels)
+        for pool in self.proxy.state.pools:
+            for shard in pool.table.shards:
+                backend = pool.backends.get(shard.master) if shard.master else None
+                if backend is None:
+                    continue
+                values = [pool.name, shard.name, backend.address]
+                up.add_metric(values, 1 if backend.up else 0)
+                inflight.add_metric(values, backend.inflight)
+                for series, (_, _, attr) in BACKEND_SERIES.items():
+                    counters[series].add_metric(values, getattr(backend.stats, attr))
+                _add_histogram(latency, values, backend.stats.latency)
+        yield up
+        yield inflight
+        yield from counters.values()
+        yield latency
+
+    def _topology(self) -> Iterator[Metric]:
+        version = GaugeMetricFamily("pyproxy_topology_version",
+                                    "Version of the routing table in force", labels=["pool"])
+        for pool in self.proxy.state.pools:
+            version.add_metric([pool.name], pool.table.version)
+        yield version
+        session = GaugeMetricFamily("pyproxy_zookeeper_session",
+                                    "1 for the current ZooKeeper connection state",
+                                    labels=["pool", "state"])
+        changes = CounterMetricFamily("pyproxy_topology_changes", "Routing tables applied",
+                                      labels=["pool"])
+        rejected = CounterMetricFamily("pyproxy_topology_rejected",
+                                       "ZooKeeper topologies rejected as invalid", labels=["pool"])
+        masters = CounterMetricFamily("pyproxy_master_changes", "Master changes followed",
+                                      labels=["pool", "shard"])
+        apply = GaugeMetricFamily("pyproxy_topology_apply_seconds",
+                                  "ZooKeeper event to new table in effect, last change",
+                                  labels=["pool"])
+        for topology in self.proxy.topologies:
+            name, stats = topology.config.name, topology.stats
+            for state in ("CONNECTING", "CONNECTED", "SUSPENDED", "LOST"):
+                session.add_metric([name, state], 1 if stats.session_state == state else 0)
+            changes.add_metric([name], stats.changes)
+            rejected.add_metric([name], stats.rejected)
+            for shard, count in stats.master_changes.items():
+                masters.add_metric([name, shard], count)
+            apply.add_metric([name], stats.last_apply_seconds)
+        yield from (session, changes, rejected, masters, apply)
+
+
+def serve_metrics(proxy: Proxy, host: str, port: int) -> None:
+    """Serve ``/metrics`` on host:port from prometheus_client's HTTP thread.
+
+    Raises OSError (e.g. address in use) for the caller to report as a startup error.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(proxy))  # type: ignore[arg-type]
+    start_http_server(port, addr=host, registry=registry)

@@ -1,0 +1,112 @@
+"""nutcracker-compatible stats: the JSON a twemproxy stats port serves, and ``-D``.
+
+Connect to the stats port and read one JSON document, as with nutcracker: top-level
+``service``/``source``/``version``/``uptime``/``timestamp``/``total_connections``/
+``curr_connections``, then one object per pool with nutcracker's pool counters and one
+object per backend with its server counters — so existing twemproxy exporters and
+dashboards keep working. ``out_queue_bytes`` is always 0: pyproxy does not keep the size of
+requests already written (nutcracker's other counters are all real).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .pool import Pool
+    from .server import Proxy
+
+POOL_STATS = {
+    "client_eof": "# eof on client connections",
+    "client_err": "# errors on client connections",
+    "client_connections": "# active client connections",
+    "server_ejects": "# times backend server was ejected",
+    "forward_error": "# times we encountered a forwarding error",
+    "fragments": "# fragments created from a multi-vector request",
+}
+SERVER_STATS = {
+    "server_eof": "# eof on server connections",
+    "server_err": "# errors on server connections",
+    "server_timedout": "# timeouts on server connections",
+    "server_connections": "# active server connections",
+    "server_ejected_at": "timestamp when server was ejected in usec since epoch",
+    "requests": "# requests",
+    "request_bytes": "total request bytes",
+    "responses": "# responses",
+    "response_bytes": "total response bytes",
+    "in_queue": "# requests in incoming queue",
+    "in_queue_bytes": "current request bytes in incoming queue",
+    "out_queue": "# requests in outgoing queue",
+    "out_queue_bytes": "current request bytes in outgoing queue (not tracked: always 0)",
+}
+
+
+def describe() -> str:
+    """The text of ``pyproxy -D``, laid out as ``nutcracker -D``."""
+    lines = [f"This is pyproxy-{__version__}", "", "pool stats:"]
+    lines += [f"  {name:<20}\"{text}\"" for name, text in POOL_STATS.items()]
+    lines += ["", "server stats:"]
+    lines += [f"  {name:<20}\"{text}\"" for name, text in SERVER_STATS.items()]
+    return "\n".join(lines)
+
+
+def _pool_json(pool: Pool) -> dict[str, Any]:
+    stats = pool.stats
+    out: dict[str, Any] = {name: getattr(stats, name) for name in POOL_STATS}
+    for address, backend in pool.backends.items():
+        server = backend.stats
+        queued = [payload for c in backend.connections for payload in c.out]
+        written = sum(len(c.fifo) for c in backend.connections) - len(queued)
+        out[address] = {
+            "server_eof": server.server_eof,
+            "server_err": server.server_err,
+            "server_timedout": server.server_timedout,
+            "server_connections": sum(1 for c in backend.connections if c.transport),
+            "server_ejected_at": server.server_ejected_at,
+            "requests": server.requests,
+            "request_bytes": server.request_bytes,
+            "responses": server.responses,
+            "response_bytes": server.response_bytes,
+            "in_queue": len(queued),
+            "in_queue_bytes": sum(len(p) for p in queued),
+            "out_queue": max(written, 0),
+            "out_queue_bytes": 0,
+        }
+    return out
+
+
+def snapshot(proxy: Proxy) -> dict[str, Any]:
+    state = proxy.state
+    doc: dict[str, Any] = {
+        "service": "pyproxy",
+        "source": socket.gethostname(),
+        "version": __version__,
+        "uptime": int(time.time() - state.started),
+        "timestamp": int(time.time()),
+        "total_connections": state.connections_total,
+        "curr_connections": state.clients,
+    }
+    for pool in state.pools:
+        doc[pool.name] = _pool_json(pool)
+    return doc
+
+
+class _StatsProtocol(asyncio.Protocol):
+    def __init__(self, proxy: Proxy):
+        self.proxy = proxy
+
+    def connection_made(self, transport: Any) -> None:
+        transport.write(json.dumps(snapshot(self.proxy)).encode())
+        transport.close()
+
+
+async def serve_stats(proxy: Proxy, host: str, port: int) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _StatsProtocol(proxy), host, port,
+                                    reuse_address=True)
