@@ -175,8 +175,8 @@ async def serve(
     """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``."""
     loop = asyncio.get_running_loop()
     proxy = Proxy(config)
+    await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
     await proxy.start()
-    await _start_exporters(proxy, metrics, stats)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
