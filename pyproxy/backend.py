@@ -34,7 +34,7 @@ from typing import Protocol as TypingProtocol
 
 from . import resp
 from .config import PoolConfig
-from .slots import Swallow, flush_dirty
+from .slots import Swallow
 from .stats import PoolStats, ServerStats
 
 log = logging.getLogger("pyproxy.backend")
@@ -243,7 +243,6 @@ class Connection(asyncio.Protocol):
             self.timer = None
         if self.closing and not fifo:
             self._close()
-        flush_dirty()
 
     def _protocol_violation(self, what: str) -> None:
         log.error("backend %s sent %s; dropping the connection", self.backend.address, what)
@@ -281,7 +280,6 @@ class Connection(asyncio.Protocol):
             self.last_error = "timed out"
             if self.transport is not None:
                 self.transport.abort()  # connection_lost errors the rest
-        flush_dirty()
 
     # ------------------------------------------------------------ failure and close
 
@@ -324,7 +322,6 @@ class Connection(asyncio.Protocol):
         for waiter in fifo:
             waiter.settle(error)
         self.backend.pool_stats.forward_error += len(fifo)
-        flush_dirty()
 
     def close_when_idle(self) -> None:
         self.closing = True

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import local, resp, split
 from .commands import KEY, LOCAL, REFUSED, SAME, SPLIT, Command, lookup
 from .resp import ProtocolError, RequestParser, element_error, encode_command
-from .slots import FanOut, Pending, flush_dirty
+from .slots import FanOut, Pending
 from .stats import UNKNOWN_INDEX
 
 if TYPE_CHECKING:
@@ -143,7 +143,6 @@ class Client(asyncio.Protocol):
             if self.closing:
                 break
         self.flush()
-        flush_dirty()
         if len(self.queue) > PAUSE_ABOVE:
             self._update_reading()
 

@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from . import routing
+from . import routing, slots
 from .client import Client
 from .config import Config, PoolConfig
 from .pool import Pool
@@ -85,6 +85,7 @@ class Proxy:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        slots.use_scheduler(loop.call_soon)
         try:
             for pool_config in self.config.pools:
                 pool = Pool(pool_config, static_table(pool_config))

@@ -6,9 +6,11 @@ Invariants:
   replies reach the client in the order it asked, however the backends answer.
 * ``settle`` is idempotent: the first reply wins. A slot settled by a timeout or a lost
   connection stays in its backend's FIFO, and the late real reply is swallowed there.
-* Settling never writes to a socket. It marks the owner dirty; whoever is running the
-  current event-loop callback calls ``flush_dirty()`` once at its end, so each client gets
-  at most one write per callback, however many of its replies arrived.
+* Settling never writes to a socket. It marks the owner dirty; the first owner marked in
+  an event-loop turn schedules one ``flush_dirty()`` for the end of that turn (via the
+  scheduler the server installs with ``use_scheduler``), so a client whose pipeline spans
+  several shards gets one write per turn, not one per shard. Without a scheduler (unit
+  tests) callers run ``flush_dirty()`` themselves.
 
 Pure: no asyncio, no sockets.
 """
@@ -28,10 +30,17 @@ class Owner(Protocol):
 
 
 _dirty: list[Owner] = []
+_schedule: Callable[[Callable[[], None]], object] | None = None
+
+
+def use_scheduler(schedule: Callable[[Callable[[], None]], object] | None) -> None:
+    """Install ``loop.call_soon`` (or None to flush only when asked)."""
+    global _schedule
+    _schedule = schedule
 
 
 def flush_dirty() -> None:
-    """Write out every client that got replies during the current callback."""
+    """Write out every client that got replies since the last flush."""
     while _dirty:
         owners = _dirty[:]
         _dirty.clear()
@@ -62,6 +71,8 @@ class Pending:
             owner = self.owner
             if not owner.dirty:
                 owner.dirty = True
+                if not _dirty and _schedule is not None:
+                    _schedule(flush_dirty)
                 _dirty.append(owner)
 
 
