@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__, config
 from .server import StartupError, serve
+from .workers import SINGLE_PROCESS, Role, supervise
 
 DESCRIPTION = """\
 pyproxy: a Redis sharding proxy (a twemproxy replacement) with ZooKeeper failover.
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", nargs="?", const=DEFAULT_METRICS, metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics "
                              f"(off by default; bare --metrics means {DEFAULT_METRICS})")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes sharing each listener with SO_REUSEPORT (default 1); "
+                             "metrics/stats ports of worker i are the given port + i")
     parser.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}")
     return parser
 
@@ -102,7 +106,10 @@ def reopen_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.describe_stats:
         from .statsport import describe
 
@@ -135,19 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pyproxy").info("pyproxy %s starting, pid %d, config %s", __version__,
                                       os.getpid(), args.conf_file)
     stats = f"{args.stats_addr}:{args.stats_port}" if args.stats_port else None
+
+    def run_worker(role: Role) -> int:
+        try:
+            run(serve(loaded, metrics=args.metrics, stats=stats, on_hangup=reopen_logs,
+                      role=role))
+        except StartupError as exc:
+            print(f"pyproxy: {exc}", file=sys.stderr)
+            logging.getLogger("pyproxy").error("startup failed: %s", exc)
+            return 3
+        return 0
+
     try:
-        run(serve(loaded, metrics=args.metrics, stats=stats, on_hangup=reopen_logs))
-    except StartupError as exc:
-        print(f"pyproxy: {exc}", file=sys.stderr)
-        logging.getLogger("pyproxy").error("startup failed: %s", exc)
-        return 3
+        if args.workers > 1:
+            return supervise(args.workers, run_worker)
+        return run_worker(SINGLE_PROCESS)
     finally:
         if args.pid_file:
             try:
                 os.unlink(args.pid_file)
             except OSError:
                 pass
-    return 0
 
 
 def run(main_coroutine: Coroutine[Any, Any, None]) -> None:

@@ -25,6 +25,7 @@ from .config import Config, PoolConfig
 from .pool import Pool
 from .routing import RoutingTable, Shard
 from .topology import Topology
+from .workers import SINGLE_PROCESS, Role
 
 log = logging.getLogger("pyproxy.server")
 
@@ -76,8 +77,9 @@ class ProxyState:
 
 
 class Proxy:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, role: Role = SINGLE_PROCESS):
         self.config = config
+        self.role = role
         self.state = ProxyState(config)
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
@@ -117,12 +119,13 @@ class Proxy:
             return server
         return await loop.create_server(
             factory, config.listen_host, config.listen_port or 0, backlog=config.backlog,
-            reuse_address=True,
+            reuse_address=True, reuse_port=self.role.reuse_port or None,
         )
 
     def _follow(self, pool: Pool) -> None:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
-        topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply)
+        topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
+                            register=self.role.registers)
         self.topologies.append(topology)
         topology.start()
 
@@ -156,10 +159,12 @@ async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None)
     try:
         if metrics:
             host, port = _split_address(metrics, "--metrics")
+            port = proxy.role.port(port)
             serve_metrics(proxy, host, port)
             log.info("metrics on http://%s:%d/metrics", host, port)
         if stats:
             host, port = _split_address(stats, "stats address")
+            port = proxy.role.port(port)
             proxy.servers.append(await serve_stats(proxy, host, port))
             log.info("nutcracker-style stats on %s:%d", host, port)
     except OSError as exc:
@@ -172,10 +177,11 @@ async def serve(
     metrics: str | None = None,
     stats: str | None = None,
     on_hangup: Callable[[], None] | None = None,
+    role: Role = SINGLE_PROCESS,
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``."""
     loop = asyncio.get_running_loop()
-    proxy = Proxy(config)
+    proxy = Proxy(config, role)
     await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
     await proxy.start()
     stop = asyncio.Event()

@@ -111,6 +111,7 @@ class Topology:
         config_digest: str,
         current: Callable[[], RoutingTable],
         apply: Callable[[RoutingTable], None],
+        register: bool = True,
     ):
         assert config.zookeeper_host and config.zookeeper_path and config.zookeeper_redis_path
         self.config = config
@@ -119,6 +120,7 @@ class Topology:
         self.digest = config_digest
         self.current = current
         self.apply = apply
+        self.registers = register  # False for workers other than worker 0
         self.stats = TopologyStats()
         self.loop = asyncio.get_running_loop()
         self.zk = KazooClient(
@@ -197,7 +199,8 @@ class Topology:
                 log.info("zookeeper: session 0x%x established (%s)", session or 0,
                          self.config.zookeeper_host)
                 self._session = session
-                self._spawn(self._register())
+                if self.registers:
+                    self._spawn(self._register())
             else:
                 log.info("zookeeper: reconnected, same session")
             self._changed()
@@ -331,7 +334,7 @@ class Topology:
         log.info("topology v%d applied: %s", table.version,
                  ", ".join(f"{s.name} {s.start}-{s.end} -> {s.master or 'NO MASTER'}"
                            for s in table.shards))
-        if self.zk.connected:
+        if self.zk.connected and self.registers:
             self._spawn(self._update_info())
 
     async def _update_info(self) -> None:
