@@ -103,6 +103,7 @@ class Client(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.read_at = self.clock()
         self.state.on_client_open(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

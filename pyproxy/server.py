@@ -122,6 +122,22 @@ class Proxy:
             reuse_address=True, reuse_port=self.role.reuse_port or None,
         )
 
+    async def close_idle_clients(self) -> None:
+        """Close clients idle past their pool's ``client_idle_timeout`` (checked each second).
+
+        Idle means nothing read for that long and no reply outstanding.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for client in list(self.state.open_clients):
+                limit = client.pool.config.client_idle_timeout_ms
+                if (limit and not client.queue and client.transport is not None
+                        and now - client.read_at > limit / 1000.0):
+                    log.info("closing client %s: idle for %d ms", client.peer, limit)
+                    client.transport.close()
+
     def _follow(self, pool: Pool) -> None:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
@@ -184,12 +200,17 @@ async def serve(
     proxy = Proxy(config, role)
     await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
     await proxy.start()
+    sweeper = None
+    if any(p.client_idle_timeout_ms for p in config.pools):
+        sweeper = loop.create_task(proxy.close_idle_clients())
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if on_hangup is not None:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await stop.wait()
+    if sweeper is not None:
+        sweeper.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
     await proxy.close(SHUTDOWN_GRACE)
     log.info("stopped")
