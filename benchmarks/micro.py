@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Microbenchmarks of pyproxy's pure hot-path pieces: parse, hash, route, split/merge, framing.
+
+    python benchmarks/micro.py [-k SUBSTRING] [--time SECONDS]    # timeit, prints µs per op
+    pytest benchmarks/micro.py --benchmark-only                  # the same cases, pytest-benchmark
+
+No servers, no sockets: each case calls one pure function on fixed input. A case whose API has
+changed reports its error instead of stopping the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pyproxy import commands, hashing, resp, routing, split  # noqa: E402
+
+SLOTS = 4096
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    ops: int  # operations (commands, keys, replies) per call, for the per-op column
+    unit: str
+    make: Callable[[], Callable[[], object]]  # builds the inputs, returns the timed call
+
+
+def _keys(n: int, start: int = 12345) -> list[bytes]:
+    return [b"key:%012d" % (start + 7919 * i) for i in range(n)]
+
+
+def _slotter() -> Callable[[bytes], int]:
+    return hashing.make_slotter(None, SLOTS)
+
+
+# ------------------------------------------------------------------ parse (client -> proxy)
+
+
+def parse_16_sets() -> Callable[[], object]:
+    data = b"".join(resp.encode_command([b"SET", k, b"xxx"]) for k in _keys(16))
+    parser = resp.RequestParser()
+    assert len(parser.feed(data)) == 16
+    return lambda: parser.feed(data)
+
+
+def parse_1_get() -> Callable[[], object]:
+    data = resp.encode_command([b"GET", _keys(1)[0]])
+    parser = resp.RequestParser()
+    assert len(parser.feed(data)) == 1
+    return lambda: parser.feed(data)
+
+
+def parse_mget_10() -> Callable[[], object]:
+    data = resp.encode_command([b"MGET", *_keys(10)])
+    parser = resp.RequestParser()
+    assert len(parser.feed(data)) == 1
+    return lambda: parser.feed(data)
+
+
+# ------------------------------------------------------------------ hash + route
+
+
+def slot_1_key() -> Callable[[], object]:
+    slot = _slotter()
+    key = _keys(1)[0]
+    return lambda: slot(key)
+
+
+def slot_10_keys() -> Callable[[], object]:
+    slot = _slotter()
+    keys = _keys(10)
+
+    def run() -> object:
+        for k in keys:
+            slot(k)
+        return None
+
+    return run
+
+
+def _table() -> routing.RoutingTable:
+    return routing.build(
+        [routing.Shard("redis-0000", 0, 2047, "127.0.0.1:6379"),
+         routing.Shard("redis-0001", 2048, 4095, "127.0.0.1:6380")],
+        SLOTS,
+    )
+
+
+def route_get() -> Callable[[], object]:
+    """Command lookup + key slot + slot -> shard, as for one GET."""
+    slot = _slotter()
+    table = _table()
+    lookup = commands.lookup
+    args = [b"GET", _keys(1)[0]]
+
+    def run() -> object:
+        cmd = lookup(args[0])
+        assert cmd is not None
+        return table.shard_for_slot(slot(args[1]))
+
+    return run
+
+
+# ------------------------------------------------------------------ split / merge (MGET)
+
+
+def _mget_setup() -> tuple[list[bytes], list[int], Callable[[bytes], object]]:
+    slot = _slotter()
+    table = _table()
+    args = [b"MGET", *_keys(10)]
+    positions = list(range(1, 11))
+    return args, positions, lambda key: table.shard_for_slot(slot(key)).name
+
+
+def _shard_replies(groups: list) -> list[bytes]:
+    return [resp.array([resp.bulk(b"xxx") for _ in indexes]) for _, _, indexes in groups]
+
+
+def split_plan_mget_10() -> Callable[[], object]:
+    args, positions, shard_of = _mget_setup()
+    groups = split.plan(args, positions, 1, shard_of)
+    assert len(groups) == 2, "the 10 keys should span both shards"
+    return lambda: split.plan(args, positions, 1, shard_of)
+
+
+def merge_mget_10() -> Callable[[], object]:
+    args, positions, shard_of = _mget_setup()
+    groups = split.plan(args, positions, 1, shard_of)
+    replies = _shard_replies(groups)
+    merge = split.merge_array(10, [indexes for _, _, indexes in groups])
+    expected = resp.array([resp.bulk(b"xxx")] * 10)
+    assert merge(replies) == expected
+    return lambda: merge(replies)
+
+
+def split_merge_mget_10() -> Callable[[], object]:
+    """plan + one encode_command per shard + merge_array, the whole MGET path minus I/O."""
+    args, positions, shard_of = _mget_setup()
+    groups = split.plan(args, positions, 1, shard_of)
+    replies = _shard_replies(groups)
+    encode = resp.encode_command
+
+    def run() -> object:
+        g = split.plan(args, positions, 1, shard_of)
+        for _, sub, _ in g:
+            encode(sub)
+        return split.merge_array(10, [indexes for _, _, indexes in g])(replies)
+
+    return run
+
+
+# ------------------------------------------------------------------ reply framing (from redis)
+
+
+def reply_end_ok() -> Callable[[], object]:
+    buf = resp.OK
+    return lambda: resp.reply_end(buf, 0)
+
+
+def reply_end_bulk() -> Callable[[], object]:
+    buf = resp.bulk(b"xxx")
+    return lambda: resp.reply_end(buf, 0)
+
+
+def reply_end_16_pipelined() -> Callable[[], object]:
+    """Find 16 reply boundaries in one read, as a -P 16 GET burst arrives."""
+    buf = resp.bulk(b"xxx") * 16
+    reply_end = resp.reply_end
+
+    def run() -> object:
+        pos = 0
+        while pos < len(buf):
+            pos = reply_end(buf, pos)
+        return pos
+
+    return run
+
+
+def reply_end_mget_10() -> Callable[[], object]:
+    buf = resp.array([resp.bulk(b"xxx")] * 10)
+    assert resp.reply_end(buf, 0) == len(buf)
+    return lambda: resp.reply_end(buf, 0)
+
+
+def reply_end_lrange_100() -> Callable[[], object]:
+    buf = resp.array([resp.bulk(b"xxx")] * 100)
+    return lambda: resp.reply_end(buf, 0)
+
+
+# ------------------------------------------------------------------ request framing (to redis)
+
+
+def encode_get() -> Callable[[], object]:
+    args = [b"GET", _keys(1)[0]]
+    return lambda: resp.encode_command(args)
+
+
+def encode_set() -> Callable[[], object]:
+    args = [b"SET", _keys(1)[0], b"xxx"]
+    return lambda: resp.encode_command(args)
+
+
+def encode_mget_5() -> Callable[[], object]:
+    args = [b"MGET", *_keys(5)]
+    return lambda: resp.encode_command(args)
+
+
+CASES: tuple[Case, ...] = (
+    Case("parse_16_sets", 16, "cmd", parse_16_sets),
+    Case("parse_1_get", 1, "cmd", parse_1_get),
+    Case("parse_mget_10", 1, "cmd", parse_mget_10),
+    Case("slot_1_key", 1, "key", slot_1_key),
+    Case("slot_10_keys", 10, "key", slot_10_keys),
+    Case("route_get", 1, "cmd", route_get),
+    Case("split_plan_mget_10", 1, "cmd", split_plan_mget_10),
+    Case("merge_mget_10", 1, "cmd", merge_mget_10),
+    Case("split_merge_mget_10", 1, "cmd", split_merge_mget_10),
+    Case("reply_end_ok", 1, "reply", reply_end_ok),
+    Case("reply_end_bulk", 1, "reply", reply_end_bulk),
+    Case("reply_end_16_pipelined", 16, "reply", reply_end_16_pipelined),
+    Case("reply_end_mget_10", 1, "reply", reply_end_mget_10),
+    Case("reply_end_lrange_100", 1, "reply", reply_end_lrange_100),
+    Case("encode_get", 1, "cmd", encode_get),
+    Case("encode_set", 1, "cmd", encode_set),
+    Case("encode_mget_5", 1, "cmd", encode_mget_5),
+)
+
+
+# ------------------------------------------------------------------ pytest-benchmark entry points
+
+
+def _pytest_case(case: Case) -> Callable[..., None]:
+    def test(benchmark) -> None:  # type: ignore[no-untyped-def]
+        benchmark.extra_info["ops_per_call"] = case.ops
+        benchmark(case.make())
+
+    test.__name__ = f"test_{case.name}"
+    return test
+
+
+for _case in CASES:
+    globals()[f"test_{_case.name}"] = _pytest_case(_case)
+
+
+# ------------------------------------------------------------------ standalone
+
+
+def measure(fn: Callable[[], object], seconds: float, repeat: int = 5) -> float:
+    """Best seconds per call over ``repeat`` rounds of about ``seconds`` / ``repeat`` each."""
+    timer = timeit.Timer(fn)
+    number, elapsed = timer.autorange()  # total >= 0.2 s
+    per_round = max(seconds / repeat, 0.01)
+    number = max(1, int(number * per_round / max(elapsed, 1e-9)))
+    return min(timer.repeat(repeat=repeat, number=number)) / number
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-k", default="", help="only the cases whose name contains this")
+    p.add_argument("--time", type=float, default=0.25,
+                   help="seconds of timing per case (default 0.25)")
+    args = p.parse_args(argv)
+    print(f"python {sys.version.split()[0]}; best of 5 rounds")
+    print(f"{'case':<24} {'µs/call':>9} {'ops/call':>8} {'µs/op':>8}  unit")
+    failed = 0
+    for case in CASES:
+        if args.k not in case.name:
+            continue
+        try:
+            per_call = measure(case.make(), args.time)
+        except Exception as e:  # an API changed under us: report and go on
+            failed += 1
+            print(f"{case.name:<24} error: {type(e).__name__}: {e}")
+            continue
+        us = per_call * 1e6
+        print(f"{case.name:<24} {us:9.3f} {case.ops:8d} {us / case.ops:8.3f}  {case.unit}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
