@@ -113,12 +113,14 @@ def route_get() -> Callable[[], object]:
 # ------------------------------------------------------------------ split / merge (MGET)
 
 
-def _mget_setup() -> tuple[list[bytes], list[int], Callable[[bytes], object]]:
+def _mget_setup() -> tuple[list[bytes], list[int], Callable[[bytes], int]]:
+    """MGET of 10 keys grouped the way Pool does it: slot -> owning shard's index."""
     slot = _slotter()
     table = _table()
+    owner = [i for i, s in enumerate(table.shards) for _ in range(s.start, s.end + 1)]
     args = [b"MGET", *_keys(10)]
     positions = list(range(1, 11))
-    return args, positions, lambda key: table.shard_for_slot(slot(key)).name
+    return args, positions, lambda key: owner[slot(key)]
 
 
 def _shard_replies(groups: list) -> list[bytes]:

@@ -2,8 +2,10 @@
 
 ``route`` is a list with one entry per slot (``modulus`` entries) holding the master's
 ``Backend`` or ``None`` when the shard has no master; a request costs one md5 and one list
-index. ``apply`` builds a complete new list and swaps it in with one assignment, so clients
-never see a half-applied table. Backends that are no longer anyone's master are retired:
+index. ``slot_owner`` maps a slot to its shard's index in ``table.shards`` (multi-key
+commands group keys by it) and ``shard_route`` maps that index to the shard's backend.
+``apply`` builds complete new lists and swaps them in together (no await in between), so
+clients never see a half-applied table. Backends that are no longer anyone's master are retired:
 closed once their in-flight requests have answered. A shard that loses its master keeps its
 slots (they answer with an error); its keys never move to another shard.
 """
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from .backend import Backend
 from .config import PoolConfig
 from .hashing import make_slotter
-from .routing import RoutingTable, Shard
+from .routing import RoutingTable
 from .stats import PoolStats
 
 log = logging.getLogger("pyproxy.pool")
@@ -30,7 +32,8 @@ class Pool:
         self.stats = PoolStats()
         self.table = table
         self.route: list[Backend | None] = []
-        self.slot_shard: list[Shard] = []
+        self.slot_owner: list[int] = []
+        self.shard_route: list[Backend | None] = []
         self.slotter: Callable[[bytes], int] = make_slotter(config.hash_tag, table.modulus)
         self.apply(table)
 
@@ -44,17 +47,21 @@ class Pool:
                     backend = Backend(shard.master, self.config, self.stats)
                 masters[shard.master] = backend
         route: list[Backend | None] = [None] * table.modulus
-        slot_shard: list[Shard] = [table.shards[0]] * table.modulus
-        for shard in table.shards:
+        slot_owner: list[int] = [0] * table.modulus
+        shard_route: list[Backend | None] = []
+        for index, shard in enumerate(table.shards):
             backend = masters.get(shard.master) if shard.master else None
-            route[shard.start : shard.end + 1] = [backend] * (shard.end - shard.start + 1)
-            slot_shard[shard.start : shard.end + 1] = [shard] * (shard.end - shard.start + 1)
+            width = shard.end - shard.start + 1
+            route[shard.start : shard.end + 1] = [backend] * width
+            slot_owner[shard.start : shard.end + 1] = [index] * width
+            shard_route.append(backend)
         if table.modulus != self.table.modulus:
             self.slotter = make_slotter(self.config.hash_tag, table.modulus)
         old = self.backends
         self.backends = masters
         self.route = route
-        self.slot_shard = slot_shard
+        self.slot_owner = slot_owner
+        self.shard_route = shard_route
         previous, self.table = self.table, table
         for address, backend in old.items():
             if address not in masters:

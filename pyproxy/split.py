@@ -5,24 +5,24 @@ not per key, keeping each shard's keys in client order); the merge functions reb
 reply from the shards' replies. An error from any shard becomes the reply, as twemproxy
 does: the client cannot be told which part failed in a single RESP reply.
 
-Pure: no I/O. Shards are opaque hashable objects chosen by the caller's ``shard_of``.
+Pure: no I/O. Shards are numbered by the caller's ``shard_of``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from . import resp
 
 
 def plan(
-    args: list[bytes], key_positions: list[int], step: int, shard_of: Callable[[bytes], Hashable]
-) -> list[tuple[Hashable, list[bytes], list[int]]]:
+    args: list[bytes], key_positions: list[int], step: int, shard_of: Callable[[bytes], int]
+) -> list[tuple[int, list[bytes], list[int]]]:
     """[(shard, sub-command args, indexes of its keys among all keys)] in first-seen order.
 
     ``step`` is 2 for MSET (a key and its value travel together), 1 otherwise.
     """
-    groups: dict[Hashable, tuple[list[bytes], list[int]]] = {}
+    groups: dict[int, tuple[list[bytes], list[int]]] = {}
     for key_index, pos in enumerate(key_positions):
         shard = shard_of(args[pos])
         group = groups.get(shard)
