@@ -1,0 +1,266 @@
+"""``pyproxy-admin``: lay out ZooKeeper from a config, show the cluster, locate a key.
+
+Replaces the seed's manual zkCli steps. A command-line tool, so it uses kazoo's blocking
+API (there is no event loop to block here).
+
+* ``init``   creates the parent of ``zookeeper_path``, ``zookeeper_redis_path`` and one shard
+             node per ``servers`` entry (``redis-0000``, ``redis-0001``, ... in list order)
+             holding ``{"weight":"start-end"}``. Idempotent; different existing weights are
+             refused unless ``--force``.
+* ``status`` each shard's range, master and replicas as ZooKeeper has them, each redis's own
+             view (``ROLE``, replication offset), and the registered proxies.
+* ``slot``   a key's slot, shard and current master.
+
+Exit codes: 0 ok, 1 the operation was refused or failed, 2 usage, 3 ZooKeeper unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+
+from . import config as configuration
+from . import zkschema
+from .hashing import slot_of
+from .watchdog.probe import Conn, RedisError, parse_role
+
+ZK_CONNECT_TIMEOUT = 5.0
+
+
+class AdminError(Exception):
+    """A one-line reason, printed as is; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _pool(loaded: configuration.Config, name: str | None) -> configuration.PoolConfig:
+    pools = [p for p in loaded.pools if name is None or p.name == name]
+    if not pools:
+        raise AdminError(f"{loaded.path}: no pool named {name!r}")
+    if len(pools) > 1:
+        names = ", ".join(p.name for p in pools)
+        raise AdminError(f"{loaded.path}: several pools ({names}); choose one with --pool")
+    return pools[0]
+
+
+def _zk_pool(loaded: configuration.Config, name: str | None) -> configuration.PoolConfig:
+    pool = _pool(loaded, name)
+    if not pool.uses_zookeeper:
+        raise AdminError(f"{loaded.path}: pool {pool.name!r} has no zookeeper_* keys")
+    return pool
+
+
+def _connect(hosts: str) -> KazooClient:
+    zk = KazooClient(hosts=hosts, timeout=10.0)
+    try:
+        zk.start(timeout=ZK_CONNECT_TIMEOUT)
+    except KazooTimeoutError:
+        zk.close()
+        raise AdminError(f"cannot reach ZooKeeper at {hosts} within {ZK_CONNECT_TIMEOUT:.0f}s",
+                         3) from None
+    return zk
+
+
+def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
+    """Create the layout; return what was done, one line each."""
+    assert pool.zookeeper_host and pool.zookeeper_path and pool.zookeeper_redis_path
+    done: list[str] = []
+    zk = _connect(pool.zookeeper_host)
+    try:
+        proxies = pool.zookeeper_path.rsplit("/", 1)[0] or "/"
+        cluster = pool.zookeeper_redis_path
+        for path in (proxies, cluster):
+            if not zk.exists(path):
+                zk.ensure_path(path)
+                done.append(f"created {path}")
+        wanted = [(zkschema.shard_path(cluster, zkschema.shard_name(i)), s.start, s.end)
+                  for i, s in enumerate(pool.servers)]
+        conflicts = []
+        for path, start, end in wanted:
+            stat = zk.exists(path)
+            if stat is None:
+                zk.create(path, zkschema.weight_data(start, end))
+                done.append(f"created {path} weight {start}-{end}")
+                continue
+            data, _ = zk.get(path)
+            try:
+                existing = zkschema.parse_weight(data, path)
+            except zkschema.SchemaError:
+                existing = None
+            if existing != (start, end):
+                conflicts.append((path, start, end, data))
+        if conflicts and not force:
+            lines = [f"{p}: has {d!r}, config says {s}-{e}" for p, s, e, d in conflicts]
+            raise AdminError("refusing to change existing weights (use --force): "
+                             + "; ".join(lines))
+        for path, start, end, _ in conflicts:
+            zk.set(path, zkschema.weight_data(start, end))
+            done.append(f"set {path} weight {start}-{end}")
+    finally:
+        zk.stop()
+        zk.close()
+    return done
+
+
+def _redis_view(address: str) -> dict[str, Any]:
+    """What the redis itself says: role and replication offset (or why it did not say).
+
+    Uses the watchdog's probe, so admin and watchdog read ROLE the same way.
+    """
+    conn = Conn(address, timeout=1.0)
+    try:
+        role, master, offset = parse_role(conn.call("ROLE"))
+    except RedisError as exc:
+        return {"reachable": False, "error": str(exc)}
+    finally:
+        conn.close()
+    view: dict[str, Any] = {"reachable": True, "role": role, "offset": offset}
+    if master is not None:
+        view["master"] = master
+    return view
+
+
+def status(pool: configuration.PoolConfig) -> dict[str, Any]:
+    assert pool.zookeeper_host and pool.zookeeper_path and pool.zookeeper_redis_path
+    zk = _connect(pool.zookeeper_host)
+    try:
+        cluster = pool.zookeeper_redis_path
+        shards = []
+        try:
+            names = sorted(zk.get_children(cluster))
+        except NoNodeError:
+            raise AdminError(f"{cluster} does not exist (run: pyproxy-admin init)") from None
+        for name in names:
+            path = zkschema.shard_path(cluster, name)
+            data, _ = zk.get(path)
+            try:
+                start, end = zkschema.parse_weight(data, path)
+                weight: str = f"{start}-{end}"
+            except zkschema.SchemaError as exc:
+                weight = f"INVALID ({exc})"
+            members = zkschema.order_members(zk.get_children(path))
+            shards.append({
+                "name": name, "weight": weight,
+                "master": members[0].address if members else None,
+                "members": [
+                    {"node": m.name, "address": m.address, **_redis_view(m.address)}
+                    for m in members
+                ],
+            })
+        proxies_path = pool.zookeeper_path.rsplit("/", 1)[0] or "/"
+        proxies = []
+        for child in sorted(zk.get_children(proxies_path) if zk.exists(proxies_path) else []):
+            data, _ = zk.get(f"{proxies_path.rstrip('/')}/{child}")
+            try:
+                proxies.append({"node": child, **json.loads(data)})
+            except ValueError:
+                proxies.append({"node": child, "data": data.decode(errors="replace")})
+        return {"cluster": cluster, "shards": shards, "proxies": proxies}
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def slot(pool: configuration.PoolConfig, key: bytes) -> dict[str, Any]:
+    number = slot_of(key, pool.hash_tag, pool.modulus)
+    result: dict[str, Any] = {"key": key.decode(errors="replace"), "slot": number}
+    if pool.uses_zookeeper:
+        view = status(pool)
+        for shard in view["shards"]:
+            start, _, end = str(shard["weight"]).partition("-")
+            if start.isdigit() and end.isdigit() and int(start) <= number <= int(end):
+                result.update(shard=shard["name"], master=shard["master"], source="zookeeper")
+                return result
+    for index, server in enumerate(pool.servers):
+        if server.start <= number <= server.end:
+            name = zkschema.shard_name(index) if pool.uses_zookeeper else server.name
+            result.update(shard=name, master=server.address, source="config")
+    return result
+
+
+def _print_status(view: dict[str, Any]) -> None:
+    print(f"cluster {view['cluster']}")
+    for shard in view["shards"]:
+        print(f"  {shard['name']}  slots {shard['weight']}  master {shard['master'] or 'NONE'}")
+        for member in shard["members"]:
+            if member["reachable"]:
+                seen = f"role={member['role']} offset={member['offset']}"
+                if member.get("master"):
+                    seen += f" following={member['master']}"
+            else:
+                seen = f"UNREACHABLE ({member['error']})"
+            print(f"    {member['node']:<32} {seen}")
+    print("proxies")
+    for proxy in view["proxies"] or [{"node": "(none registered)"}]:
+        extra = f"  pid={proxy['pid']} version={proxy['version']}" if "pid" in proxy else ""
+        print(f"  {proxy['node']}{extra}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyproxy-admin",
+        description="Lay out ZooKeeper for a pyproxy cluster, show it, locate keys.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, text in (("init", "create the ZooKeeper layout from the config"),
+                       ("status", "show shards, masters, replicas and proxies"),
+                       ("slot", "print a key's slot, shard and master"),
+                       ("check", "check the config file (like pyproxy -t)")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("-c", "--conf-file", required=True, metavar="FILE")
+        p.add_argument("--pool", help="pool name (needed when the file has several)")
+        if name == "init":
+            p.add_argument("--force", action="store_true", help="overwrite differing weights")
+        if name in ("status", "slot"):
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "slot":
+            p.add_argument("key")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # kazoo narrates every failed connection attempt; the admin reports one line instead
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    try:
+        loaded = configuration.load(args.conf_file)
+    except configuration.ConfigError as exc:
+        for line in exc.errors:
+            print(f"pyproxy-admin: {line}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "check":
+            print(f"pyproxy-admin: {args.conf_file}: ok ({len(loaded.pools)} pool(s))")
+        elif args.action == "init":
+            for line in init(_zk_pool(loaded, args.pool), args.force) or ["nothing to do"]:
+                print(line)
+        elif args.action == "status":
+            view = status(_zk_pool(loaded, args.pool))
+            print(json.dumps(view, indent=2)) if args.json else _print_status(view)
+        else:
+            result = slot(_pool(loaded, args.pool), args.key.encode())
+            if args.json:
+                print(json.dumps(result))
+            else:
+                print(f"key {result['key']!r} slot {result['slot']} shard {result['shard']} "
+                      f"master {result['master']} ({result['source']})")
+    except AdminError as exc:
+        print(f"pyproxy-admin: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:
+        print(f"pyproxy-admin: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
