@@ -20,6 +20,10 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   ``auto_eject_hosts`` and the failure limit reached, the server rests for
   ``server_retry_timeout``. A down server is never replaced by another shard's server.
 * Replies are forwarded as the exact bytes Redis sent: this module only finds their ends.
+* With ``server_connections`` > 1 a client keeps to one connection per server (chosen by
+  its id), so Redis runs each client's requests in the order it sent them; round robin
+  would let ``SET k v`` then ``GET k`` of one pipeline run in the other order (a known
+  twemproxy flaw, twitter/twemproxy#353).
 """
 
 from __future__ import annotations
@@ -50,9 +54,10 @@ class Waiter(TypingProtocol):
 
 
 class Backend:
-    """One redis-server address: ``server_connections`` shared connections, round robin."""
+    """One redis-server address: ``server_connections`` shared connections; each client keeps
+    to one of them (``affinity``)."""
 
-    __slots__ = ("address", "host", "port", "settings", "connections", "_next", "retired",
+    __slots__ = ("address", "host", "port", "settings", "connections", "retired",
                  "stats", "pool_stats")
 
     def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
@@ -64,16 +69,15 @@ class Backend:
         self.stats = ServerStats()
         self.pool_stats = pool_stats  # for the pool-wide forward_error and server_ejects
         self.connections = [Connection(self) for _ in range(settings.server_connections)]
-        self._next = 0
         self.retired = False
 
-    def send(self, payload: bytes, waiter: Waiter) -> None:
+    def send(self, payload: bytes, waiter: Waiter, affinity: int = 0) -> None:
+        """Queue a request; ``affinity`` (the client's id) picks the connection."""
         connections = self.connections
         if len(connections) == 1:
             connections[0].send(payload, waiter)
             return
-        self._next = (self._next + 1) % len(connections)
-        connections[self._next].send(payload, waiter)
+        connections[affinity % len(connections)].send(payload, waiter)
 
     def preconnect(self) -> None:
         for connection in self.connections:
@@ -185,6 +189,11 @@ class Connection(asyncio.Protocol):
         self.backend.stats.reconnects += 1
         prelude = self._prelude()
         if prelude:
+            # Deadlines stay in FIFO order (the timer relies on it) and are real times (a
+            # zero would read as "timed out" to the timer and as an endless latency).
+            deadline = self.fifo[0].deadline if self.fifo else self.loop.time() + self.timeout
+            for waiter, _ in prelude:
+                waiter.deadline = deadline
             self.fifo.extendleft(reversed([w for w, _ in prelude]))
             self.out[:0] = [p for _, p in prelude]
         log.info("backend %s connected", self.backend.address)

@@ -83,11 +83,12 @@ def _auth(client: Client, args: list[bytes]) -> bytes:
     if len(args) > 3:
         return SYNTAX
     password = client.pool.config.redis_auth
-    if not password:
-        return NOPASSWORD
-    given = args[-1]
     user = args[1] if len(args) == 3 else b"default"
-    if user == b"default" and given == password.encode():
+    if not password:  # as Redis with a "nopass" default user: any password for it is fine
+        if len(args) == 2:
+            return NOPASSWORD
+        return resp.OK if user == b"default" else WRONGPASS
+    if user == b"default" and args[-1] == password.encode():
         client.authenticated = True
         return resp.OK
     return WRONGPASS

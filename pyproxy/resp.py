@@ -3,11 +3,23 @@
 Requests (client -> proxy) are parsed by ``RequestParser``:
 
 * Fast path: hiredis parses whole ``*N`` frames in C. It is used only while no partial
-  frame is pending, so hiredis never holds more than one read's worth of bytes.
+  frame is pending, so hiredis never holds more than one read's worth of bytes. Its results
+  count only when the read ended exactly on a frame boundary, which a sentinel ``*0\r\n``
+  fed after the frames proves (hiredis answers ``[]`` for it only between frames; it has no
+  other way to tell "between frames" from "inside one").
 * Slow path: when a read ends inside a frame (or a frame is inline, or hiredis objects),
-  the rest is handled by a resumable pure-Python parser that checks every declared length
-  against the limits *before* buffering the body, so ``$99999999999`` is refused at once and
-  memory per client stays bounded by ``max_bulk_length``.
+  the bytes after the last frame hiredis completed are handled by a resumable pure-Python
+  parser that checks every declared length against the limits *before* buffering the body,
+  so ``$99999999999`` is refused at once and memory per client stays bounded by
+  ``max_bulk_length``. The hand-over point is the sum of the completed frames' sizes as
+  ``$``-framed requests, which is exact when no element used another type (no ``\r\n``
+  followed by ``+ ( = |`` in the read; otherwise each frame is re-encoded and compared with
+  the bytes read, and on a mismatch the whole read is re-parsed by the slow path, which is
+  the authority).
+* hiredis accepts request elements Redis refuses: ``:1``, ``$-1``, nested arrays arrive as
+  non-``bytes`` objects and the client answers the first such command with
+  ``element_error`` and closes (so nothing parsed after it matters); ``+x`` arrives as the
+  bytes it spells and is served like ``$``-framed bytes when a whole read parses.
 * Inline commands (``PING\\r\\n``) are split the way Redis's ``sdssplitargs`` does.
 * Elements that parsed are handed over as ``list[bytes]``; a protocol error is returned as a
   ``ProtocolError`` instance *after* the commands that preceded it, so those still run
@@ -30,13 +42,17 @@ _PLUS = 43  # '+'
 _MINUS = 45  # '-'
 _COLON = 58  # ':'
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
+_SENTINEL = b"*0\r\n"  # an empty request: hiredis returns [] for it only between frames
+# Element types hiredis turns into bytes although a request frame would use '$' for them.
+_OTHER_TYPES = (b"\r\n+", b"\r\n(", b"\r\n=", b"\r\n|")
 
 
 class ProtocolError(Exception):
     """A malformed request; ``str()`` is the message Redis would send after ``-ERR ``."""
 
     def reply(self) -> bytes:
-        return b"-ERR Protocol error: " + str(self).encode() + CRLF
+        message = str(self).replace("\r", " ").replace("\n", " ")  # as Redis: one line
+        return b"-ERR Protocol error: " + message.encode("latin-1", "replace") + CRLF
 
 
 # ---------------------------------------------------------------- request parsing
@@ -44,17 +60,18 @@ class ProtocolError(Exception):
 
 def frame_size(args: list[bytes]) -> int:
     """Bytes a request frame of bulk strings occupies on the wire."""
-    size = 3 + len(str(len(args)))
+    size = 3 + len(str(len(args))) + 5 * len(args)
     for arg in args:
         n = len(arg)
-        size += n + 5 + len(str(n))
+        size += n + (1 if n < 10 else 2 if n < 100 else len(str(n)))
     return size
 
 
 class RequestParser:
     """Turns a client's byte stream into commands (``list[bytes]``) and protocol errors."""
 
-    __slots__ = ("_reader", "_carry", "_args", "_left", "max_bulk", "max_multibulk")
+    __slots__ = ("_reader", "_carry", "_args", "_left", "max_bulk", "max_multibulk",
+                 "_check_above")
 
     def __init__(self, max_bulk: int = 512 * 1024 * 1024, max_multibulk: int = 1024 * 1024):
         self._reader = hiredis.Reader()
@@ -63,6 +80,9 @@ class RequestParser:
         self._left = 0  # slow path: elements still missing from the open frame
         self.max_bulk = max_bulk
         self.max_multibulk = max_multibulk
+        # A read this small cannot hold a frame over either limit (an element takes at least
+        # 3 bytes), so hiredis's frames need no check: with the defaults, none ever does.
+        self._check_above = min(max_bulk, 3 * max_multibulk)
 
     @property
     def pending_bytes(self) -> int:
@@ -76,31 +96,53 @@ class RequestParser:
             self._carry = bytearray(data)
             return self._slow([])
         reader = self._reader
-        reader.feed(data)
         out: list[list[bytes] | ProtocolError] = []
         try:
+            reader.feed(data)
             while (cmd := reader.gets()) is not False:
                 if type(cmd) is not list:  # a non-array frame: Redis reads it as inline
                     return self._resume_slow(data, out)
                 out.append(cmd)
-        except hiredis.ProtocolError:
-            return self._resume_slow(data, out)
-        if reader.has_data():  # the read ended inside a frame
-            return self._resume_slow(data, out)
-        return out
+            reader.feed(_SENTINEL)
+            if reader.gets() == []:  # hiredis was between frames: every frame is complete
+                if len(data) > self._check_above:
+                    self._cut_at_limits(out)
+                return out
+        except Exception:  # hiredis.ProtocolError; MemoryError for counts like *4294967295
+            pass
+        return self._resume_slow(data, out)
 
     def _resume_slow(self, data: bytes, out: list) -> list[list[bytes] | ProtocolError]:
         """Hand the bytes after the frames hiredis completed to the slow path."""
         self._reader = hiredis.Reader()
-        offset = 0
-        for i, cmd in enumerate(out):
-            if not all(type(a) is bytes for a in cmd):
-                del out[i:]
-                out.append(ProtocolError("expected '$' for every element of a request"))
-                return out
-            offset += frame_size(cmd)
+        if len(data) > self._check_above and self._cut_at_limits(out):
+            return out
+        try:
+            if any(mark in data for mark in _OTHER_TYPES):  # maybe not all '$': check frames
+                offset = 0
+                for cmd in out:
+                    frame = encode_command(cmd)
+                    if not data.startswith(frame, offset):  # not as Redis frames it: re-parse
+                        self._carry = bytearray(data)
+                        return self._slow([])
+                    offset += len(frame)
+            else:
+                offset = sum(map(frame_size, out))
+        except TypeError:  # a non-bulk element: the client stops at that command anyway
+            return out
         self._carry = bytearray(data[offset:])
         return self._slow(out)
+
+    def _cut_at_limits(self, out: list) -> bool:
+        """Replace the first frame of ``out`` over a limit, and all after it, by its error."""
+        for i, cmd in enumerate(out):
+            if len(cmd) > self.max_multibulk:
+                out[i:] = [ProtocolError("invalid multibulk length")]
+                return True
+            if any(len(arg) > self.max_bulk for arg in cmd if type(arg) is bytes):
+                out[i:] = [ProtocolError("invalid bulk length")]
+                return True
+        return False
 
     def _slow(self, out: list) -> list[list[bytes] | ProtocolError]:
         buf = self._carry
@@ -161,8 +203,7 @@ class RequestParser:
             end = nl + 2 + length
             if end + 2 > size:
                 break
-            if buf[end : end + 2] != CRLF:
-                raise ProtocolError("bulk string not terminated by CRLF")
+            # The two bytes after the body are skipped unchecked, as Redis and hiredis do.
             args.append(bytes(buf[nl + 2 : end]))
             pos = end + 2
             self._left -= 1
@@ -182,10 +223,26 @@ class RequestParser:
 
 
 def _parse_int(buf: bytearray, start: int, end: int, message: str) -> int:
+    """A length as Redis's ``string2ll`` reads it: optional '-', digits, no leading zero."""
     digits = bytes(buf[start:end])
-    if not digits or len(digits) > 19 or not digits.lstrip(b"-").isdigit():
+    body = digits[1:] if digits[:1] == b"-" else digits
+    if not body.isdigit() or len(body) > 18 or (body[0] == 48 and len(body) > 1):
         raise ProtocolError(message)
     return int(digits)
+
+
+def element_error(cmd: list) -> ProtocolError:
+    """The error Redis gives for the first element of ``cmd`` that is not a bulk string."""
+    for arg in cmd:
+        if type(arg) is not bytes:
+            if arg is None:  # $-1 (or RESP3 _)
+                return ProtocolError("invalid bulk length")
+            return ProtocolError(f"expected '$', got '{_TYPE_CHARS.get(type(arg), '?')}'")
+    return ProtocolError("expected '$'")
+
+
+_TYPE_CHARS = {int: ":", list: "*", float: ",", bool: "#", dict: "%", set: "~",
+               hiredis.ReplyError: "-"}
 
 
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}

@@ -1,0 +1,325 @@
+"""resp.py: golden bytes for request parsing (fast and slow paths), reply scanning, framing."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyproxy import resp
+from pyproxy.resp import ProtocolError, RequestParser, split_inline
+
+
+def parse(*chunks: bytes, **limits: int) -> list:
+    """Feed ``chunks`` to a fresh parser and serve the result as the client does: empty
+    commands are skipped, and the first protocol error (or non-bulk element, which hiredis
+    hands over as a non-``bytes`` object) ends the stream as its reply bytes."""
+    parser = RequestParser(**limits)
+    out: list = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        for command in parser.feed(chunk):
+            if isinstance(command, ProtocolError):
+                return out + [command.reply()]
+            if not all(type(arg) is bytes for arg in command):
+                return out + [resp.element_error(command).reply()]
+            if command:
+                out.append(command)
+    return out
+
+
+def err(message: str) -> bytes:
+    return b"-ERR Protocol error: " + message.encode("latin-1") + b"\r\n"
+
+
+# ---------------------------------------------------------------- multibulk requests
+
+PIPELINE = (
+    b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    b"*1\r\n$4\r\nPING\r\n"
+    b"PING\r\n"
+    b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
+    b"*0\r\n"
+    b"*-1\r\n"
+    b'set "x y" \'z\'\r\n'
+    b"*2\r\n$4\r\nECHO\r\n$3\r\n\x00\xff\n\r\n"
+)
+PIPELINE_COMMANDS = [
+    [b"GET", b"k"], [b"PING"], [b"PING"], [b"SET", b"", b"a\r\nb"], [b"set", b"x y", b"z"],
+    [b"ECHO", b"\x00\xff\n"],
+]
+
+
+def test_whole_pipeline_in_one_read() -> None:
+    assert parse(PIPELINE) == PIPELINE_COMMANDS
+
+
+def test_pipeline_split_at_every_byte_boundary() -> None:
+    for i in range(len(PIPELINE) + 1):
+        assert parse(PIPELINE[:i], PIPELINE[i:]) == PIPELINE_COMMANDS, f"split at {i}"
+
+
+def test_pipeline_split_at_every_pair_of_boundaries() -> None:
+    data = PIPELINE[:60]  # GET, PING, PING (inline), part of SET: all pairs stay fast
+    whole = parse(data)
+    assert whole == PIPELINE_COMMANDS[:3]
+    for i in range(len(data) + 1):
+        for j in range(i, len(data) + 1):
+            assert parse(data[:i], data[i:j], data[j:]) == whole, f"split at {i}, {j}"
+
+
+def test_pipeline_fed_one_byte_at_a_time() -> None:
+    assert parse(*[PIPELINE[i : i + 1] for i in range(len(PIPELINE))]) == PIPELINE_COMMANDS
+
+
+def test_parser_returns_to_the_fast_path_after_a_split() -> None:
+    parser = RequestParser()
+    frame = resp.encode_command([b"GET", b"key"])
+    assert parser.feed(frame[:7]) == []
+    assert 0 < parser.pending_bytes <= 7
+    assert parser.feed(frame[7:]) == [[b"GET", b"key"]]
+    assert parser.pending_bytes == 0
+    assert parser.feed(frame * 3) == [[b"GET", b"key"]] * 3
+
+
+def test_binary_and_large_arguments() -> None:
+    key = bytes(range(256)) * 80  # 20 KB with every byte value, CRLFs included
+    value = b"\r\n$-1\r\n*3\r\n" * 100_000  # 1.1 MB that looks like RESP
+    frame = resp.encode_command([b"SET", key, value])
+    assert parse(frame) == [[b"SET", key, value]]
+    chunks = [frame[i : i + 65536] for i in range(0, len(frame), 65536)]
+    assert parse(*chunks) == [[b"SET", key, value]]
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        # Redis skips the two bytes after a bulk body unchecked (so does hiredis)
+        (b"*1\r\n$4\r\nPINGxx", [[b"PING"]]),
+        (b"*0\r\n*1\r\n$4\r\nPING\r\n", [[b"PING"]]),  # empty multibulk: ignored
+        (b"*-1\r\n*-7\r\nPING\r\n", [[b"PING"]]),  # null / negative multibulk: ignored
+        (b"\r\n\r\n\n*1\r\n$4\r\nPING\r\n", [[b"PING"]]),  # empty inline lines: ignored
+    ],
+)
+def test_requests_redis_tolerates(data: bytes, expected: list) -> None:
+    assert parse(data) == expected
+    for i in range(1, len(data)):
+        assert parse(data[:i], data[i:]) == expected, f"split at {i}"
+
+
+# ---------------------------------------------------------------- malformed requests
+
+
+@pytest.mark.parametrize(
+    "data, reply",
+    [
+        (b"*99999999999\r\n", err("invalid multibulk length")),
+        (b"*4294967295\r\n", err("invalid multibulk length")),  # hiredis: MemoryError
+        (b"*2000000\r\n", err("invalid multibulk length")),  # above max_multibulk
+        (b"*--5\r\n", err("invalid multibulk length")),
+        (b"*+1\r\n$4\r\nPING\r\n", err("invalid multibulk length")),
+        (b"*01\r\n$4\r\nPING\r\n", err("invalid multibulk length")),
+        (b"*x\r\n", err("invalid multibulk length")),
+        (b"*\r\n", err("invalid multibulk length")),
+        (b"*1\r\n$99999999999\r\n", err("invalid bulk length")),
+        (b"*1\r\n$-1\r\n", err("invalid bulk length")),
+        (b"*1\r\n$-5\r\n", err("invalid bulk length")),
+        (b"*1\r\n$04\r\nPING\r\n", err("invalid bulk length")),
+        (b"*1\r\n$x\r\n", err("invalid bulk length")),
+        (b"*1\r\n:1\r\n", err("expected '$', got ':'")),
+        (b"*1\r\n*1\r\n$4\r\nPING\r\n", err("expected '$', got '*'")),
+        (b"*1\r\n\r\n", err("expected '$', got ' '")),  # CR shown as a space: one line
+        (b"*1\r\n\xff\r\n", err("expected '$', got '\xff'")),  # the raw byte, as Redis
+        (b'set a "b\r\n', err("unbalanced quotes in request")),
+        (b'set a "b"c\r\n', err("unbalanced quotes in request")),
+        (b"set a 'b\r\n", err("unbalanced quotes in request")),
+    ],
+)
+def test_malformed_request_golden_reply(data: bytes, reply: bytes) -> None:
+    assert parse(data) == [reply]
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*2\r\n$3\r\nGET\r\n*0\r\n", "expected '$', got '*'"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*2\r\n$3\r\nGET\r\n,1.5\r\n", "expected '$', got ','"),
+    ],
+)
+def test_non_bulk_elements_after_good_frames(data: bytes, message: str) -> None:
+    """Commands before the bad frame still come out, then exactly one error."""
+    good = resp.encode_command([b"GET", b"a"])
+    assert parse(good + good + data) == [[b"GET", b"a"], [b"GET", b"a"], err(message)]
+    for i in range(1, len(data)):  # the bad frame split: the slow path decides alike
+        assert parse(good + data[:i], data[i:]) == [[b"GET", b"a"], err(message)], i
+
+
+def test_element_error_names_the_first_non_bulk_element() -> None:
+    assert str(resp.element_error([b"GET", 5])) == "expected '$', got ':'"
+    assert str(resp.element_error([b"GET", None])) == "invalid bulk length"
+    assert str(resp.element_error([[b"x"]])) == "expected '$', got '*'"
+    assert str(resp.element_error([b"ECHO", True])) == "expected '$', got '#'"
+
+
+def test_simple_string_elements_split_mid_frame_get_redis_error() -> None:
+    """``+x`` elements (which Redis refuses) never shift frame boundaries: when a read ends
+    inside a later frame, the whole read is re-parsed by the strict slow path."""
+    data = b"*1\r\n+PING\r\n*1\r\n$4\r\nPI"
+    assert parse(data, b"NG\r\n") == [err("expected '$', got '+'")]
+
+
+def test_commands_before_an_error_are_returned_then_nothing_after() -> None:
+    parser = RequestParser()
+    out = parser.feed(b"*1\r\n$4\r\nPING\r\n*1\r\n$-3\r\n*1\r\n$4\r\nPING\r\n")
+    assert out[0] == [b"PING"]
+    assert isinstance(out[1], ProtocolError) and len(out) == 2
+
+
+def test_garbage_bytes_are_an_inline_command() -> None:
+    """As in Redis: a line not starting with '*' is an inline command, whatever its bytes."""
+    garbage = bytes(b for b in range(256) if b not in b" \t\r\n\x0b\x0c\"'*")
+    assert parse(garbage + b"\r\n") == [[garbage]]
+    assert parse(b"\x00\x01 \xff\r\n") == [[b"\x00\x01", b"\xff"]]
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_bulk_limit_refuses_before_buffering() -> None:
+    parser = RequestParser(max_bulk=1000)
+    out = parser.feed(b"*2\r\n$3\r\nSET\r\n$1001\r\n")
+    assert [o.reply() for o in out] == [err("invalid bulk length")]
+    assert parse(b"*2\r\n$4\r\nECHO\r\n$1000\r\n" + b"x" * 1000 + b"\r\n", max_bulk=1000) == [
+        [b"ECHO", b"x" * 1000]
+    ]
+
+
+def test_multibulk_limit() -> None:
+    assert parse(b"*3\r\n", max_multibulk=2) == [err("invalid multibulk length")]
+    assert parse(b"*2\r\n$4\r\nECHO\r\n$1\r\na\r\n", max_multibulk=2) == [[b"ECHO", b"a"]]
+
+
+@pytest.mark.parametrize("cut", [0, 5, None])
+def test_limits_hold_for_whole_frames_in_one_read(cut: int | None) -> None:
+    """hiredis parses complete frames itself: the limits must hold there too, whatever the
+    read boundaries (cut=None: the whole stream in one read)."""
+    good = resp.encode_command([b"GET", b"k"])
+    too_many = resp.encode_command([b"MGET", b"a", b"b", b"c", b"d"])
+    too_big = resp.encode_command([b"ECHO", b"x" * 101])
+    for bad, message in ((too_many, "invalid multibulk length"), (too_big, "invalid bulk length")):
+        data = good + bad + good
+        chunks = (data,) if cut is None else (data[: len(good) + cut], data[len(good) + cut :])
+        assert parse(*chunks, max_bulk=100, max_multibulk=4) == [[b"GET", b"k"], err(message)]
+
+
+def test_oversized_lines_without_newline_are_refused() -> None:
+    big = b"x" * (resp.INLINE_MAX + 1)
+    assert parse(big) == [err("too big inline request")]
+    assert parse(b"*" + b"1" * (resp.INLINE_MAX + 1)) == [err("too big mbulk count string")]
+    assert parse(b"*1\r\n$" + b"1" * (resp.INLINE_MAX + 1)) == [err("too big bulk count string")]
+
+
+def test_partial_bulk_is_buffered_only_up_to_what_arrived() -> None:
+    parser = RequestParser()
+    assert parser.feed(b"*2\r\n$3\r\nSET\r\n$100000000\r\n" + b"x" * 1000) == []
+    assert parser.pending_bytes < 2000
+
+
+# ---------------------------------------------------------------- inline splitting
+
+
+@pytest.mark.parametrize(
+    "line, args",
+    [
+        (b"PING", [b"PING"]),
+        (b"  set   a\tb  ", [b"set", b"a", b"b"]),
+        (b'set "a b" c', [b"set", b"a b", b"c"]),
+        (b'"\\x41\\x4a\\x4A" "\\n\\r\\t\\b\\a\\\\\\"" "\\q"', [b"AJJ", b"\n\r\t\b\a\\\"", b"q"]),
+        (b'"\\x4" "\\xZZ"', [b"x4", b"xZZ"]),  # not two hex digits: the escape is the letter
+        (b"'it\\'s' 'a\\nb' 'x\\\\y'", [b"it's", b"a\\nb", b"x\\\\y"]),
+        (b'"" \'\'', [b"", b""]),
+        (b"\xff\x00 \x80", [b"\xff\x00", b"\x80"]),
+        (b"", []),
+        (b" \t ", []),
+    ],
+)
+def test_split_inline_like_sdssplitargs(line: bytes, args: list[bytes]) -> None:
+    assert split_inline(line) == args
+
+
+@pytest.mark.parametrize("line", [b'"abc', b"'abc", b'"a"b', b"'a'b", b'"a\\"', b'a"b"c'])
+def test_split_inline_unbalanced(line: bytes) -> None:
+    with pytest.raises(ProtocolError, match="unbalanced quotes"):
+        split_inline(line)
+
+
+def test_inline_line_endings() -> None:
+    assert parse(b"PING\n", b"PING\r\n") == [[b"PING"], [b"PING"]]
+    assert parse(b"ECHO a\r\r\n") == [[b"ECHO", b"a"]]  # \r before \r\n is whitespace
+
+
+# ---------------------------------------------------------------- request encoding
+
+
+@pytest.mark.parametrize(
+    "args, wire",
+    [
+        ([b"PING"], b"*1\r\n$4\r\nPING\r\n"),
+        ([b"GET", b""], b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n"),
+        ([b"SET", b"k", b"v\r\n"], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n"),
+        ([b"MSET", b"a", b"1", b"b", b"2"],
+         b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"),
+        ([], b"*0\r\n"),
+    ],
+)
+def test_encode_command(args: list[bytes], wire: bytes) -> None:
+    assert resp.encode_command(args) == wire
+    if args:
+        assert parse(wire) == [args]
+
+
+# ---------------------------------------------------------------- replies
+
+
+REPLIES = [
+    b"+OK\r\n",
+    b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+    b":-42\r\n",
+    b"$-1\r\n",
+    b"$0\r\n\r\n",
+    b"$6\r\nfoo\r\nx\r\n",
+    b"*-1\r\n",
+    b"*0\r\n",
+    b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n",
+    b"*2\r\n*2\r\n+a\r\n-ERR b\r\n*-1\r\n",
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_reply_end_finds_exactly_one_reply(reply: bytes) -> None:
+    stream = b"+X\r\n" + reply + b":1\r\n"
+    assert resp.reply_end(stream, 4) == 4 + len(reply)
+    for cut in range(4, 4 + len(reply)):  # every truncation is incomplete
+        assert resp.reply_end(stream[:cut], 4) == -1, cut
+    assert resp.reply_end(bytearray(reply), 0) == len(reply)
+
+
+def test_array_items_keeps_each_element_raw() -> None:
+    assert resp.array_items(b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n") == [b"$1\r\na\r\n", b"$-1\r\n",
+                                                                   b":7\r\n"]
+    assert resp.array_items(b"*2\r\n*1\r\n+x\r\n-ERR y\r\n") == [b"*1\r\n+x\r\n", b"-ERR y\r\n"]
+    assert resp.array_items(b"*0\r\n") == []
+    assert resp.array_items(b"*-1\r\n") is None
+
+
+def test_reply_helpers() -> None:
+    assert resp.is_error(b"-ERR x\r\n") and not resp.is_error(b"+OK\r\n")
+    assert resp.integer_value(b":-12\r\n") == -12
+    assert resp.bulk(b"a\r\n") == b"$3\r\na\r\n\r\n"
+    assert resp.bulk(None) == b"$-1\r\n"
+    assert resp.integer(0) == b":0\r\n"
+    assert resp.array([b"+a\r\n", b":1\r\n"]) == b"*2\r\n+a\r\n:1\r\n"
+    assert resp.error("ERR a\r\nb") == b"-ERR a  b\r\n"
+    assert (resp.OK, resp.PONG, resp.NULL_ARRAY, resp.EMPTY_ARRAY) == (
+        b"+OK\r\n", b"+PONG\r\n", b"*-1\r\n", b"*0\r\n")

@@ -1,0 +1,125 @@
+"""split.py and slots.FanOut: per-shard plans and merges, parts answering in any order."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pyproxy import split
+from pyproxy.slots import FanOut, Pending, flush_dirty
+
+
+def shard_of(key: bytes) -> str:
+    """Keys name their shard in their first byte: b"a1" lives on shard "a"."""
+    return key[:1].decode()
+
+
+def test_plan_groups_per_shard_in_first_seen_order() -> None:
+    args = [b"MGET", b"b1", b"a1", b"b2", b"c1", b"a2", b"b1"]
+    parts = split.plan(args, [1, 2, 3, 4, 5, 6], 1, shard_of)
+    assert parts == [
+        ("b", [b"MGET", b"b1", b"b2", b"b1"], [0, 2, 5]),
+        ("a", [b"MGET", b"a1", b"a2"], [1, 4]),
+        ("c", [b"MGET", b"c1"], [3]),
+    ]
+
+
+def test_plan_mset_moves_values_with_their_keys() -> None:
+    args = [b"MSET", b"a1", b"v1", b"b1", b"v2", b"a2", b"v3"]
+    parts = split.plan(args, [1, 3, 5], 2, shard_of)
+    assert parts == [
+        ("a", [b"MSET", b"a1", b"v1", b"a2", b"v3"], [0, 2]),
+        ("b", [b"MSET", b"b1", b"v2"], [1]),
+    ]
+
+
+def test_plan_single_shard_is_one_part() -> None:
+    args = [b"DEL", b"a1", b"a2"]
+    assert split.plan(args, [1, 2], 1, shard_of) == [("a", [b"DEL", b"a1", b"a2"], [0, 1])]
+
+
+def test_merge_array_restores_key_order() -> None:
+    merge = split.merge_array(4, [[0, 2], [1, 3]])
+    out = merge([b"*2\r\n$2\r\nv0\r\n$-1\r\n", b"*2\r\n$0\r\n\r\n$2\r\nv3\r\n"])
+    assert out == b"*4\r\n$2\r\nv0\r\n$0\r\n\r\n$-1\r\n$2\r\nv3\r\n"
+
+
+def test_merge_array_keeps_raw_elements_of_any_type() -> None:
+    merge = split.merge_array(2, [[1], [0]])
+    assert merge([b"*1\r\n$3\r\n\r\n\x00\r\n", b"*1\r\n$-1\r\n"]) == (
+        b"*2\r\n$-1\r\n$3\r\n\r\n\x00\r\n"
+    )
+
+
+def test_merge_array_malformed_shard_reply() -> None:
+    merge = split.merge_array(2, [[0, 1]])
+    assert merge([b"*1\r\n$1\r\na\r\n"]).startswith(b"-ERR pyproxy: a shard sent a malformed")
+    assert merge([b"*-1\r\n"]).startswith(b"-ERR pyproxy: a shard sent a malformed")
+
+
+def test_merges_return_the_first_error_verbatim() -> None:
+    error = b"-ERR pyproxy: backend 127.0.0.1:1 timed out after 500 ms\r\n"
+    assert split.merge_array(2, [[0], [1]])([b"*1\r\n$1\r\na\r\n", error]) == error
+    assert split.merge_ok([b"+OK\r\n", error]) == error
+    assert split.merge_sum([error, b":1\r\n"]) == error
+    wrongtype = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+    assert split.merge_sum([b":2\r\n", wrongtype, error]) == wrongtype
+
+
+def test_merge_ok_and_sum() -> None:
+    assert split.merge_ok([b"+OK\r\n", b"+OK\r\n"]) == b"+OK\r\n"
+    assert split.merge_sum([b":2\r\n", b":0\r\n", b":5\r\n"]) == b":7\r\n"
+    assert split.merge_sum([b":0\r\n"]) == b":0\r\n"
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.dirty = False
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_fanout_merges_once_whatever_order_parts_answer(order: tuple[int, ...]) -> None:
+    owner = Owner()
+    slot = Pending(owner, 0.0)
+    merge = split.merge_array(5, [[0, 3], [1], [2, 4]])
+    fan = FanOut(slot, 3, merge)
+    parts = [fan.part(i) for i in range(3)]
+    replies = [b"*2\r\n:0\r\n:3\r\n", b"*1\r\n:1\r\n", b"*2\r\n:2\r\n:4\r\n"]
+    for n, index in enumerate(order):
+        assert slot.reply is None
+        parts[index].settle(replies[index])
+        parts[index].settle(b"-ERR late duplicate\r\n")  # idempotent
+        assert (slot.reply is None) == (n < 2)
+    assert slot.reply == b"*5\r\n:0\r\n:1\r\n:2\r\n:3\r\n:4\r\n"
+    assert owner.dirty
+    flush_dirty()
+    assert owner.flushes == 1 and not owner.dirty
+
+
+def test_fanout_error_in_one_part_wins_and_late_parts_are_swallowed() -> None:
+    owner = Owner()
+    slot = Pending(owner, 0.0)
+    fan = FanOut(slot, 2, split.merge_sum)
+    error = b"-ERR pyproxy: backend 127.0.0.1:1 is down (connect failed)\r\n"
+    fan.part(1).settle(error)
+    fan.part(0).settle(b":3\r\n")
+    assert slot.reply == error
+    slot.settle(b":99\r\n")  # a slot is settled once
+    assert slot.reply == error
+    flush_dirty()
+
+
+def test_pending_settle_is_idempotent_and_marks_owner_once() -> None:
+    owner = Owner()
+    a, b = Pending(owner, 0.0), Pending(owner, 0.0)
+    a.settle(b"+OK\r\n")
+    b.settle(b"$-1\r\n")
+    a.settle(b"-ERR late\r\n")
+    assert (a.reply, b.reply) == (b"+OK\r\n", b"$-1\r\n")
+    flush_dirty()
+    assert owner.flushes == 1
