@@ -105,7 +105,8 @@ def _redis_pong(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            reply = s.recv(64)  # -NOAUTH: a server with --requirepass is up all the same
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
     except OSError:
         return False
 
@@ -812,8 +813,9 @@ class Nutcracker(ManagedProcess):
         [name]", weight 1 if omitted). ``pool_keys`` add or override pool settings;
         ``listen_port`` and ``tmpdir`` go to the constructor.
 
-        nutcracker sorts a pool's servers by name (by default the whole "host:port:weight"
-        string, compared as text) and modula distribution follows that sorted order. With
+        nutcracker sorts a pool's servers by name (the explicit name, else "host:port";
+        shorter names first, then bytewise: tests/test_parity.py decides this against the
+        real binary) and modula distribution follows that sorted order. With
         ``ordered`` (the default) unnamed servers are named ``s0000``, ``s0001``, ... so the
         order given here is the order used: ``["H:P1:2048", "H:P2:2048"]`` then means keys
         whose md5 slot (first 4 digest bytes little-endian, mod 4096) is below 2048 go to P1."""

@@ -559,10 +559,7 @@ def test_configured_request_limits(redis_factory: Any, proxy_factory: Any) -> No
 
 def test_auth_with_redis_auth_configured(redis_factory: Any, proxy_factory: Any) -> None:
     password = "s3cret pass"
-    a, b = redis_factory(), redis_factory()
-    for server in (a, b):  # (set after start: the fixture's readiness probe is a bare PING)
-        assert server.client().config_set("requirepass", password)
-        server.close_clients()
+    a, b = (redis_factory(extra_args=("--requirepass", password)) for _ in range(2))
     proxy = proxy_factory(two_shard_config(a, b, redis_auth=f'"{password}"', redis_db=2))
     k0, k1 = key_on(0, b"auth"), key_on(1, b"auth")
     with Raw("127.0.0.1", proxy.port) as c:
