@@ -7,7 +7,8 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
     client A ─┘                      └─ fifo: [w1,   w2,   w3  ]  <- replies pop from the head
 
 * Strict FIFO: the n-th reply read from a connection answers the n-th request written to it.
-  A written request is never removed early. When a request times out its waiter is settled
+  A written request is never removed early (one still waiting for the connection to be
+  made was never written, and leaves the queue when it times out). When a request times out its waiter is settled
   with an error *and stays in the FIFO*; its late reply is swallowed (``settle`` is
   idempotent), so pairing never slips.
 * One timer per connection, armed for the oldest waiter not yet timed out (deadlines are in
@@ -278,7 +279,14 @@ class Connection(asyncio.Protocol):
             )
             for waiter in list(islice(fifo, self.expired, self.expired + timed_out)):
                 waiter.settle(error)
-            self.expired += timed_out
+            if self.transport is None:
+                # Still connecting: nothing was written, so these leave the queue for good
+                # (with their payloads, which line up with fifo until the prelude goes in).
+                for _ in range(timed_out):
+                    fifo.popleft()
+                del self.out[:timed_out]
+            else:
+                self.expired += timed_out
             self.backend.stats.server_timedout += timed_out
             self.backend.pool_stats.forward_error += timed_out
             self.failures += 1
