@@ -335,11 +335,20 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
     if kind == _STAR:
         count = int(buf[pos + 1 : nl])
         pos = nl + 2
+        size = len(buf)
+        find = buf.find
         for _ in range(count):
-            pos = reply_end(buf, pos)
-            if pos < 0:
-                return -1
-        return pos
+            if pos < size and buf[pos] == _DOLLAR:  # inlined: most elements are bulks
+                nl = find(CRLF, pos)
+                if nl < 0:
+                    return -1
+                length = int(buf[pos + 1 : nl])
+                pos = nl + 2 if length < 0 else nl + length + 4
+            else:
+                pos = reply_end(buf, pos)
+                if pos < 0:
+                    return -1
+        return pos if pos <= size else -1
     return nl + 2  # '+', '-', ':' are one line
 
 
@@ -351,8 +360,14 @@ def array_items(raw: bytes) -> list[bytes] | None:
         return None
     items = []
     pos = nl + 2
+    find = raw.find
     for _ in range(count):
-        end = reply_end(raw, pos)
+        if raw[pos] == _DOLLAR:  # inlined: MGET elements are all bulks or nils
+            nl = find(CRLF, pos)
+            length = int(raw[pos + 1 : nl])
+            end = nl + 2 if length < 0 else nl + length + 4
+        else:
+            end = reply_end(raw, pos)
         items.append(raw[pos:end])
         pos = end
     return items
