@@ -8,9 +8,9 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
 
 * Strict FIFO: the n-th reply read from a connection answers the n-th request written to it.
   A written request is never removed early (one still waiting for the connection to be
-  made was never written, and leaves the queue when it times out). When a request times out its waiter is settled
-  with an error *and stays in the FIFO*; its late reply is swallowed (``settle`` is
-  idempotent), so pairing never slips.
+  made was never written, and leaves the queue when it times out). When a written request
+  times out its waiter is settled with an error *and stays in the FIFO*; its late reply is
+  swallowed (``settle`` is idempotent), so pairing never slips.
 * One timer per connection, armed for the oldest waiter not yet timed out (deadlines are in
   send order because every request on a pool has the same timeout).
 * Writes are batched: requests queue in ``out`` and one ``call_soon`` per loop turn writes them

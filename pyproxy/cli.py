@@ -11,6 +11,7 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import resource
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -99,6 +100,17 @@ def daemonize() -> None:
         os.dup2(devnull, fd)
 
 
+def raise_open_files_limit() -> None:
+    """Every client and backend connection is a file descriptor: take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return
+        logging.getLogger("pyproxy").info("open files limit raised from %d to %d", soft, hard)
+
+
 def reopen_logs() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.handlers.WatchedFileHandler):
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     logging.getLogger("pyproxy").info("pyproxy %s starting, pid %d, config %s", __version__,
                                       os.getpid(), args.conf_file)
+    raise_open_files_limit()
     stats = f"{args.stats_addr}:{args.stats_port}" if args.stats_port else None
 
     def run_worker(role: Role) -> int:
