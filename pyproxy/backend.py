@@ -56,10 +56,14 @@ class Waiter(TypingProtocol):
 
 class Backend:
     """One redis-server address: ``server_connections`` shared connections; each client keeps
-    to one of them (``affinity``)."""
+    to one of them (``affinity``).
 
-    __slots__ = ("address", "host", "port", "settings", "connections", "retired",
-                 "stats", "pool_stats")
+    RESP3 clients get their own group of connections, opened on first use with ``HELLO 3``,
+    so that what Redis sends them can be forwarded unchanged like everything else.
+    """
+
+    __slots__ = ("address", "host", "port", "settings", "connections", "connections3",
+                 "retired", "stats", "pool_stats")
 
     def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
         host, _, port = address.rpartition(":")
@@ -70,15 +74,26 @@ class Backend:
         self.stats = ServerStats()
         self.pool_stats = pool_stats  # for the pool-wide forward_error and server_ejects
         self.connections = [Connection(self) for _ in range(settings.server_connections)]
+        self.connections3: list[Connection] = []
         self.retired = False
 
-    def send(self, payload: bytes, waiter: Waiter, affinity: int = 0) -> None:
+    def send(self, payload: bytes, waiter: Waiter, affinity: int = 0, resp3: bool = False) -> None:
         """Queue a request; ``affinity`` (the client's id) picks the connection."""
         connections = self.connections
+        if resp3:
+            connections = self.connections3 or self._open_resp3()
         if len(connections) == 1:
             connections[0].send(payload, waiter)
             return
         connections[affinity % len(connections)].send(payload, waiter)
+
+    def _open_resp3(self) -> list[Connection]:
+        count = self.settings.server_connections
+        self.connections3 = [Connection(self, resp3=True) for _ in range(count)]
+        return self.connections3
+
+    def all_connections(self) -> list[Connection]:
+        return self.connections + self.connections3
 
     def preconnect(self) -> None:
         for connection in self.connections:
@@ -87,16 +102,16 @@ class Backend:
     def retire(self) -> None:
         """No longer routed to: close each connection once its in-flight requests answer."""
         self.retired = True
-        for connection in self.connections:
+        for connection in self.all_connections():
             connection.close_when_idle()
 
     @property
     def up(self) -> bool:
-        return any(c.transport is not None for c in self.connections)
+        return any(c.transport is not None for c in self.all_connections())
 
     @property
     def inflight(self) -> int:
-        return sum(len(c.fifo) for c in self.connections)
+        return sum(len(c.fifo) for c in self.all_connections())
 
 
 class Connection(asyncio.Protocol):
@@ -105,11 +120,12 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "backend", "loop", "transport", "connecting", "fifo", "out", "flush_scheduled",
         "rest", "expired", "timer", "failures", "retry_at", "last_error", "closing",
-        "timeout",
+        "timeout", "resp3",
     )
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, resp3: bool = False):
         self.backend = backend
+        self.resp3 = resp3
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.connecting = False
@@ -201,16 +217,16 @@ class Connection(asyncio.Protocol):
         self._flush()
 
     def _prelude(self) -> list[tuple[Waiter, bytes]]:
-        """AUTH and SELECT sent ahead of everything else on a fresh connection."""
+        """AUTH, SELECT and (for RESP3 connections) HELLO 3, ahead of everything else."""
         settings = self.backend.settings
-        steps: list[tuple[Waiter, bytes]] = []
+        commands = []
         if settings.redis_auth:
-            cmd = [b"AUTH", settings.redis_auth.encode()]
-            steps.append((Swallow(self._on_prelude_error), resp.encode_command(cmd)))
+            commands.append([b"AUTH", settings.redis_auth.encode()])
         if settings.redis_db:
-            cmd = [b"SELECT", str(settings.redis_db).encode()]
-            steps.append((Swallow(self._on_prelude_error), resp.encode_command(cmd)))
-        return steps
+            commands.append([b"SELECT", str(settings.redis_db).encode()])
+        if self.resp3:
+            commands.append([b"HELLO", b"3"])
+        return [(Swallow(self._on_prelude_error), resp.encode_command(c)) for c in commands]
 
     def _on_prelude_error(self, raw: bytes) -> None:
         log.error("backend %s refused the connection setup: %s",

@@ -73,7 +73,7 @@ def cross_shard(command: Command) -> bytes:
 class Client(asyncio.Protocol):
     __slots__ = (
         "pool", "state", "transport", "parser", "queue", "dirty", "closing", "paused",
-        "write_paused", "id", "name", "authenticated", "peer", "clock", "read_at",
+        "write_paused", "id", "name", "authenticated", "peer", "clock", "read_at", "resp3",
     )
 
     def __init__(self, pool: Pool, state: ProxyState):
@@ -90,6 +90,7 @@ class Client(asyncio.Protocol):
         self.id = next(_ids)
         self.name = b""
         self.authenticated = not config.redis_auth
+        self.resp3 = False  # set by HELLO 3: replies then come from RESP3 backend connections
         self.peer = ""
         self.clock = asyncio.get_running_loop().time
         self.read_at = 0.0  # when the current read arrived: the start of its requests' latency
@@ -177,7 +178,7 @@ class Client(asyncio.Protocol):
             if backend is None:
                 slot.settle(self._no_master(slot_index))
             else:
-                backend.send(encode_command(args), slot, self.id)
+                backend.send(encode_command(args), slot, self.id, self.resp3)
         elif kind == SPLIT:
             self._split(command, args, slot)
         elif kind == SAME:
@@ -215,7 +216,7 @@ class Client(asyncio.Protocol):
         if backend is None:
             slot.settle(self._no_master(slot_index))
         else:
-            backend.send(encode_command(args), slot, self.id)
+            backend.send(encode_command(args), slot, self.id, self.resp3)
 
     def _split(self, command: Command, args: list[bytes], slot: Pending) -> None:
         pool = self.pool
@@ -240,7 +241,7 @@ class Client(asyncio.Protocol):
                     resp.error(f"ERR pyproxy: shard {name} has no master right now")
                 )
             else:
-                backend.send(encode_command(sub_args), fan.part(index), self.id)
+                backend.send(encode_command(sub_args), fan.part(index), self.id, self.resp3)
 
     # ------------------------------------------------------------ replies
 
@@ -259,7 +260,7 @@ class Client(asyncio.Protocol):
                 slot = queue.popleft()
                 reply = slot.reply
                 assert reply is not None
-                if reply[0] == 45:  # '-': an error reply
+                if reply[0] == 45 or reply[0] == 33:  # '-' or RESP3's '!': an error
                     errors[slot.command] += 1
                 observe(now - slot.started)
                 parts.append(reply)

@@ -3,7 +3,9 @@ COMMAND, INFO, CONFIG.
 
 Replies mimic Redis byte for byte where a client may depend on them (error codes such as
 ``NOAUTH``, ``WRONGPASS`` and ``NOPROTO``; HELLO's field names), so redis-cli, redis-py and
-redis-benchmark behave as they do against a single Redis. Only RESP2 is spoken.
+redis-benchmark behave as they do against a single Redis. ``HELLO 3`` switches a client to
+RESP3: the proxy's own maps and nulls are then written the RESP3 way, and its forwarded
+requests travel on RESP3 backend connections (see ``backend``).
 ``CONFIG GET`` describes the proxy, never a shard: it persists nothing (``save`` is empty,
 ``appendonly`` is ``no``), and every other parameter is absent from the answer.
 """
@@ -105,7 +107,7 @@ def _client(client: Client, args: list[bytes]) -> bytes:
         client.name = name
         return resp.OK
     if sub == b"getname" and len(args) == 2:
-        return resp.bulk(client.name or None)
+        return resp.bulk(client.name) if client.name else resp.null(client.resp3)
     if sub == b"id" and len(args) == 2:
         return resp.integer(client.id)
     if sub == b"setinfo" and len(args) == 4:
@@ -122,7 +124,7 @@ def _hello(client: Client, args: list[bytes]) -> bytes:
             version = int(args[1])
         except ValueError:
             return resp.error("ERR Protocol version is not an integer or out of range")
-        if version != 2:
+        if version not in (2, 3):
             return b"-NOPROTO unsupported protocol version\r\n"
     i = 2
     while i < len(args):
@@ -142,16 +144,18 @@ def _hello(client: Client, args: list[bytes]) -> bytes:
             return resp.error(f"ERR Syntax error in HELLO option '{shown}'")
     if not client.authenticated:
         return NOAUTH
+    if len(args) >= 2:
+        client.resp3 = version == 3
     fields = [
         resp.bulk(b"server"), resp.bulk(b"pyproxy"),
         resp.bulk(b"version"), resp.bulk(__version__.encode()),
-        resp.bulk(b"proto"), resp.integer(2),
+        resp.bulk(b"proto"), resp.integer(3 if client.resp3 else 2),
         resp.bulk(b"id"), resp.integer(client.id),
         resp.bulk(b"mode"), resp.bulk(b"proxy"),
         resp.bulk(b"role"), resp.bulk(b"master"),
         resp.bulk(b"modules"), resp.EMPTY_ARRAY,
     ]
-    return resp.array(fields)
+    return resp.mapping(fields, client.resp3)
 
 
 def _command(client: Client, args: list[bytes]) -> bytes:
@@ -161,12 +165,13 @@ def _command(client: Client, args: list[bytes]) -> bytes:
     if sub == b"count":
         return resp.integer(len(_ENTRIES))
     if sub == b"docs":
-        return resp.EMPTY_ARRAY  # no documentation served: clients then show no hints
+        return resp.mapping([], client.resp3)  # no documentation: clients show no hints
     if sub == b"list":
         return resp.array([resp.bulk(name.encode()) for name in _SERVED])
     if sub == b"info":
         return resp.array([
-            _ENTRIES.get(name.lower().decode(errors="replace"), resp.NULL_ARRAY)
+            _ENTRIES.get(name.lower().decode(errors="replace"),
+                         resp.null(True) if client.resp3 else resp.NULL_ARRAY)
             for name in args[2:]
         ])
     return resp.error(f"ERR pyproxy: 'COMMAND {sub.decode(errors='replace').upper()}' "
@@ -214,7 +219,7 @@ def _config(client: Client, args: list[bytes]) -> bytes:
         for name in dict.fromkeys(a.lower() for a in args[2:]):
             if name in _OWN_CONFIG:
                 pairs += [resp.bulk(name), resp.bulk(_OWN_CONFIG[name])]
-        return resp.array(pairs)
+        return resp.mapping(pairs, client.resp3)
     return resp.error(f"ERR pyproxy: 'CONFIG {args[1].decode(errors='replace').upper()}' is "
                       "not supported: configure each redis-server directly")
 

@@ -27,6 +27,9 @@ Requests (client -> proxy) are parsed by ``RequestParser``:
 
 Replies (backend -> proxy) are never decoded on the single-shard path: ``reply_end`` only
 finds where a reply ends so its exact bytes go back to the client (``+OK`` stays ``+OK``).
+It knows RESP3 too (maps, sets, nulls, doubles, booleans, big numbers, blob errors,
+verbatim strings, attributes), because RESP3 clients are served by RESP3 backend
+connections whose replies are forwarded unchanged.
 
 Pure: no asyncio, no sockets.
 """
@@ -41,6 +44,10 @@ _DOLLAR = 36  # '$'
 _PLUS = 43  # '+'
 _MINUS = 45  # '-'
 _COLON = 58  # ':'
+_BANG = 33  # '!': RESP3 blob error
+_LENGTH_PREFIXED = (_DOLLAR, _BANG, 61)  # '$', '!', '=' (verbatim string)
+_PAIRS = (37, 124)  # '%' map, '|' attribute: two elements per count
+_AGGREGATES = (_STAR, 126, 62)  # '*' array, '~' set, '>' push
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
 _SENTINEL = b"*0\r\n"  # an empty request: hiredis returns [] for it only between frames
 # Element types hiredis turns into bytes although a request frame would use '$' for them.
@@ -321,19 +328,21 @@ def encode_command(args: list[bytes]) -> bytes:
 
 
 def reply_end(buf: bytes | bytearray, pos: int) -> int:
-    """End offset of the RESP2 reply starting at ``pos``, or -1 if it is incomplete."""
+    """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if it is incomplete."""
     nl = buf.find(CRLF, pos)
     if nl < 0:
         return -1
     kind = buf[pos]
-    if kind == _DOLLAR:
+    if kind in _LENGTH_PREFIXED:
         length = int(buf[pos + 1 : nl])
         if length < 0:
             return nl + 2
         end = nl + length + 4
         return end if end <= len(buf) else -1
-    if kind == _STAR:
+    if kind in _AGGREGATES or kind in _PAIRS:
         count = int(buf[pos + 1 : nl])
+        if kind in _PAIRS:
+            count *= 2
         pos = nl + 2
         size = len(buf)
         find = buf.find
@@ -348,9 +357,12 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
                 pos = reply_end(buf, pos)
                 if pos < 0:
                     return -1
-        return pos if pos <= size else -1
-    return nl + 2  # '+', '-', ':' are one line
-
+        if pos > size:
+            return -1
+        if kind == 124:  # an attribute describes the reply that follows it
+            return reply_end(buf, pos)
+        return pos
+    return nl + 2  # one line: '+', '-', ':' and RESP3's '_', ',', '#', '('
 
 def array_items(raw: bytes) -> list[bytes] | None:
     """Split a raw array reply into the raw bytes of its elements (None for ``*-1``)."""
@@ -374,7 +386,7 @@ def array_items(raw: bytes) -> list[bytes] | None:
 
 
 def is_error(raw: bytes) -> bool:
-    return raw[0] == _MINUS
+    return raw[0] == _MINUS or raw[0] == _BANG
 
 
 def integer_value(raw: bytes) -> int:
@@ -401,6 +413,18 @@ def array(raw_items: list[bytes]) -> bytes:
 def error(message: str) -> bytes:
     """An error reply; ``message`` starts with its code (``ERR ...``) and has no CRLF."""
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + CRLF
+
+
+def null(resp3: bool) -> bytes:
+    """The null reply in the client's protocol."""
+    return b"_\r\n" if resp3 else b"$-1\r\n"
+
+
+def mapping(raw_pairs: list[bytes], resp3: bool) -> bytes:
+    """A map: ``%`` in RESP3, a flat array of keys and values in RESP2."""
+    if resp3:
+        return b"%%%d\r\n" % (len(raw_pairs) // 2) + b"".join(raw_pairs)
+    return array(raw_pairs)
 
 
 OK = b"+OK\r\n"

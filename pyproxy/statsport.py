@@ -61,13 +61,14 @@ def _pool_json(pool: Pool) -> dict[str, Any]:
     out: dict[str, Any] = {name: getattr(stats, name) for name in POOL_STATS}
     for address, backend in pool.backends.items():
         server = backend.stats
-        queued = [payload for c in backend.connections for payload in c.out]
-        written = sum(len(c.fifo) for c in backend.connections) - len(queued)
+        connections = backend.all_connections()
+        queued = [payload for c in connections for payload in c.out]
+        written = sum(len(c.fifo) for c in connections) - len(queued)
         out[address] = {
             "server_eof": server.server_eof,
             "server_err": server.server_err,
             "server_timedout": server.server_timedout,
-            "server_connections": sum(1 for c in backend.connections if c.transport),
+            "server_connections": sum(1 for c in connections if c.transport),
             "server_ejected_at": server.server_ejected_at,
             "requests": server.requests,
             "request_bytes": server.request_bytes,

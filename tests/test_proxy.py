@@ -480,7 +480,7 @@ def test_commands_answered_by_the_proxy(cluster: Cluster, conn: Raw) -> None:
     assert conn.call("CLIENT", "GETNAME") == b"$8\r\nworker-1\r\n"
     client_id = conn.call("CLIENT", "ID")
     assert client_id.startswith(b":") and int(client_id[1:-2]) > 0
-    assert conn.call("HELLO", "3") == b"-NOPROTO unsupported protocol version\r\n"
+    assert conn.call("HELLO", "4") == b"-NOPROTO unsupported protocol version\r\n"
     hello = conn.call("HELLO", "2", "SETNAME", "w2")
     items = resp.array_items(hello)
     assert items is not None and items[4:6] == [b"$5\r\nproto\r\n", b":2\r\n"]
@@ -633,22 +633,14 @@ def test_redis_benchmark_inline_and_multibulk_ping(cluster: Cluster) -> None:
     assert "error" not in out.lower() and "warning" not in out.lower(), out
 
 
-def _redis_py_major() -> int:
-    return int(redis.__version__.split(".")[0])
-
-
 def test_redis_py_default_settings(cluster: Cluster) -> None:
-    """redis-py 5-7 defaults (RESP2, CLIENT SETINFO on connect) work. redis-py 8 defaults to
-    RESP3: it sends HELLO 3, gets the -NOPROTO a RESP2-only server gives, and has no fallback,
-    so its default client raises on the first command; protocol=2 is then required."""
+    """redis-py's defaults work: RESP2 with CLIENT SETINFO on connect up to 7.x, HELLO 3
+    (RESP3) from 8.0 on — tests/test_resp3.py covers RESP3 itself."""
     r = redis.Redis("127.0.0.1", cluster.port, socket_timeout=DEADLINE)
     try:
-        if _redis_py_major() < 8:
-            assert r.ping() is True
-            assert r.set("py:default", "1") and r.get("py:default") == b"1"
-        else:
-            with pytest.raises(redis.ResponseError, match="NOPROTO"):
-                r.ping()
+        assert r.ping() is True
+        assert r.set("py:default", "1") and r.get("py:default") == b"1"
+        assert r.hset("py:dh", mapping={"f": "v"}) == 1 and r.hgetall("py:dh") == {b"f": b"v"}
     finally:
         r.close()
     r = redis.Redis("127.0.0.1", cluster.port, protocol=2, socket_timeout=DEADLINE)
