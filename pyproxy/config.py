@@ -28,6 +28,11 @@ from typing import Any, TypeVar
 import yaml
 
 SLOTS = 4096
+# `timeout` when a pool follows ZooKeeper and sets none (twemproxy's default is to wait
+# forever). With failover, a request held by a hung master must fail before a replica is
+# promoted, or the master may acknowledge it after waking and lose it when it resyncs; the
+# watchdog's default detection time is 3 x 500 ms, so requests give up before that.
+ZOOKEEPER_TIMEOUT_MS = 1000
 _T = TypeVar("_T")
 
 
@@ -64,7 +69,7 @@ class PoolConfig:
     hash: str  # "md5"
     hash_tag: bytes | None  # exactly two bytes, e.g. b"{}"
     distribution: str  # "modula"
-    timeout_ms: int | None  # None = wait forever
+    timeout_ms: int | None  # None = wait forever (ZooKeeper pools default to 1000)
     backlog: int
     preconnect: bool
     redis: bool  # always True
@@ -498,7 +503,7 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
         hash=get("hash", _hash, "md5", _MISSING_HASH),
         hash_tag=get("hash_tag", _hash_tag, None),
         distribution=get("distribution", _distribution, "modula", _MISSING_DISTRIBUTION),
-        timeout_ms=get("timeout", _milliseconds, None),
+        timeout_ms=get("timeout", _milliseconds, ZOOKEEPER_TIMEOUT_MS if zk_host else None),
         backlog=get("backlog", _positive, 512),
         preconnect=get("preconnect", _boolean, False),
         redis=get("redis", _redis, True, _MISSING_REDIS),

@@ -407,3 +407,15 @@ def test_same_zookeeper_path() -> None:
     assert errors_of(text) == [
         "t.yml: pool 'beta': zookeeper_path: '/redis/proxy/t/127.0.0.1:22121' is already used "
         "by pool 'alpha'"]
+
+
+def test_zookeeper_pool_without_timeout_gets_a_bounded_one() -> None:
+    zk_keys = ("  zookeeper_host: 127.0.0.1:2181\n  zookeeper_path: /redis/proxy/x/p\n"
+               "  zookeeper_redis_path: /redis/cluster/x\n")
+    body = ("alpha:\n  listen: 127.0.0.1:22121\n  hash: md5\n  distribution: modula\n"
+            "  redis: true\n{zk}  servers:\n   - 127.0.0.1:7001:0-2047\n"
+            "   - 127.0.0.1:7002:2048-4095\n")
+    assert config.parse(body.format(zk="")).pools[0].timeout_ms is None  # twemproxy's default
+    assert config.parse(body.format(zk=zk_keys)).pools[0].timeout_ms == config.ZOOKEEPER_TIMEOUT_MS
+    explicit = body.format(zk=zk_keys + "  timeout: 250\n")
+    assert config.parse(explicit).pools[0].timeout_ms == 250
