@@ -21,7 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import ProxyProcess, RedisServer, free_port  # noqa: E402
+from tests.servers import (  # noqa: E402
+    ProxyProcess,
+    RedisServer,
+    free_port,
+    pool_config,
+    two_shards,
+)
 
 
 def rss_kib(pid: int) -> int:
@@ -39,17 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     a, b = RedisServer().start(), RedisServer().start()
     port = free_port()
-    proxy = ProxyProcess(f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-  timeout: 2000
-  servers:
-   - {a.address}:0-2047
-   - {b.address}:2048-4095
-""")
+    proxy = ProxyProcess(pool_config(port, two_shards(a, b), timeout=2000))
     idle: list[socket.socket] = []
     samples: list[tuple[str, float, int]] = []
     try:

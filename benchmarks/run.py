@@ -54,6 +54,7 @@ from tests.servers import (  # noqa: E402
     RedisServer,
     ServerError,
     free_port,
+    pool_config,
     redis_client,
     require_binary,
     stop_all,
@@ -203,17 +204,8 @@ class Cluster:
 
     @staticmethod
     def proxy_config(r1: int, r2: int, port: int) -> str:
-        return (
-            "alpha:\n"
-            f"  listen: {HOST}:{port}\n"
-            "  hash: md5\n"
-            "  distribution: modula\n"
-            "  redis: true\n"
-            "  timeout: 2000\n"
-            "  servers:\n"
-            f"   - {HOST}:{r1}:0-2047\n"
-            f"   - {HOST}:{r2}:2048-4095\n"
-        )
+        servers = [f"{HOST}:{r1}:0-2047", f"{HOST}:{r2}:2048-4095"]
+        return pool_config(port, servers, host=HOST, timeout=2000)
 
     def close(self) -> None:
         for proc in (self.pyproxy, self.nutcracker, self.redis2, self.redis1):

@@ -175,6 +175,21 @@ def owns_listener(pid: int, port: int) -> bool:
     return False
 
 
+def pool_config(port: int, servers: list[str], host: str = "127.0.0.1", **keys: Any) -> str:
+    """A pyproxy config: pool ``alpha`` (md5, modula, redis) on host:port over ``servers``
+    ("host:port:range-or-weight"); ``keys`` add pool settings in order (e.g. timeout=500)."""
+    lines = ["alpha:", f"  listen: {host}:{port}", "  hash: md5", "  distribution: modula",
+             "  redis: true"]
+    lines += [f"  {key}: {value}" for key, value in keys.items()]
+    lines += ["  servers:", *(f"   - {server}" for server in servers)]
+    return "\n".join(lines) + "\n"
+
+
+def two_shards(a: Any, b: Any) -> list[str]:
+    """``servers`` entries putting slots 0-2047 on ``a`` and 2048-4095 on ``b``."""
+    return [f"{a.address}:0-2047", f"{b.address}:2048-4095"]
+
+
 def redis_client(host: str, port: int, **kwargs: Any) -> Any:
     """A ``redis.Redis`` that works through proxies too: RESP2 and no CLIENT SETINFO on connect
     (redis-py 8 defaults to ``HELLO 3`` + ``CLIENT SETINFO``, which twemproxy answers by closing

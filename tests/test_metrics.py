@@ -11,21 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy import zkschema
-from tests.servers import free_port, redis_client, wait_until
-
-
-def config(port: int, a: str, b: str, extra: str = "") -> str:
-    return f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-  timeout: 1000
-{extra}  servers:
-   - {a}:0-2047
-   - {b}:2048-4095
-"""
+from tests.servers import free_port, pool_config, redis_client, two_shards, wait_until
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,10 +32,10 @@ def series_count(samples: dict[Any, float]) -> int:
     return len(samples)
 
 
-def start(redis_factory: Any, proxy_factory: Any, extra: str = "") -> tuple[Any, int, int, Any]:
+def start(redis_factory: Any, proxy_factory: Any) -> tuple[Any, int, int, Any]:
     a, b = redis_factory(), redis_factory()
     port, metrics = free_port(), free_port()
-    proxy = proxy_factory(config(port, a.address, b.address, extra),
+    proxy = proxy_factory(pool_config(port, two_shards(a, b), timeout=1000),
                           extra_args=("--metrics", f"127.0.0.1:{metrics}"))
     return proxy, port, metrics, (a, b)
 
@@ -115,7 +101,7 @@ def test_metrics_port_in_use_is_a_one_line_startup_error(
         taken.listen()
         busy = taken.getsockname()[1]
         conf = tmp_path / "p.yml"
-        conf.write_text(config(free_port(), a.address, b.address))
+        conf.write_text(pool_config(free_port(), two_shards(a, b)))
         result = subprocess.run(
             [sys.executable, "-m", "pyproxy", "-c", str(conf), "--metrics", f"127.0.0.1:{busy}"],
             capture_output=True, text=True, timeout=30,
@@ -139,7 +125,7 @@ def test_stats_port_matches_nutcracker_field_names(
     a, b = redis_factory(), redis_factory()
     nut = nutcracker_factory([f"{a.address}:2048", f"{b.address}:2048"])
     port, stats_port = free_port(), free_port()
-    proxy_factory(config(port, a.address, b.address), extra_args=("-s", str(stats_port)))
+    proxy_factory(pool_config(port, two_shards(a, b)), extra_args=("-s", str(stats_port)))
     for target in (nut.port, port):
         client = redis_client("127.0.0.1", target)
         for i in range(50):
@@ -192,9 +178,9 @@ def test_scrape_during_traffic_and_topology_change(
         zk.create(f"{cluster}/redis-0000/{replica.address}-", ephemeral=True, sequence=True)
         zk.create(f"{cluster}/redis-0001/{b.address}-", ephemeral=True, sequence=True)
         port, metrics = free_port(), free_port()
-        extra = (f"  zookeeper_host: {zk_hosts}\n  zookeeper_path: /redis/proxy/m/p{port}\n"
-                 f"  zookeeper_redis_path: {cluster}\n  zookeeper_session_timeout: 2000\n")
-        proxy_factory(config(port, a.address, b.address, extra),
+        proxy_factory(pool_config(port, two_shards(a, b), zookeeper_host=zk_hosts,
+                                  zookeeper_path=f"/redis/proxy/m/p{port}",
+                                  zookeeper_redis_path=cluster, zookeeper_session_timeout=2000),
                       extra_args=("--metrics", f"127.0.0.1:{metrics}"))
         wait_until(lambda: value(scrape(metrics), "pyproxy_topology_changes_total",
                                  pool="alpha") >= 1, timeout=10, what="first topology")

@@ -26,7 +26,7 @@ import redis
 
 from pyproxy import resp
 from pyproxy.resp import encode_command
-from tests.servers import ProxyProcess, RedisServer, free_port, redis_client
+from tests.servers import ProxyProcess, RedisServer, free_port, pool_config, redis_client
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 10.0  # generous bound for anything that should take milliseconds
@@ -62,18 +62,7 @@ def key_on(shard: int, prefix: bytes, n: int = 0) -> bytes:
 
 
 def pool_yaml(port: int, servers: list[str], **extra: Any) -> str:
-    lines = [
-        "alpha:",
-        f"  listen: 127.0.0.1:{port}",
-        "  hash: md5",
-        '  hash_tag: "{}"',
-        "  distribution: modula",
-        "  redis: true",
-    ]
-    lines += [f"  {key}: {value}" for key, value in extra.items()]
-    lines.append("  servers:")
-    lines += [f"   - {server}" for server in servers]
-    return "\n".join(lines) + "\n"
+    return pool_config(port, servers, hash_tag='"{}"', **extra)
 
 
 def two_shard_config(a: RedisServer, b: RedisServer, **extra: Any) -> Any:

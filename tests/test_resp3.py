@@ -15,7 +15,7 @@ import redis
 
 from pyproxy import resp
 from pyproxy.hashing import slot_of
-from tests.servers import free_port
+from tests.servers import free_port, pool_config, two_shards
 
 
 class Raw:
@@ -52,17 +52,7 @@ def key_on(shard: int, prefix: str) -> str:
 def setup(redis_factory: Any, proxy_factory: Any) -> tuple[int, Any, Any, Any]:
     a, b, reference = redis_factory(), redis_factory(), redis_factory()
     port = free_port()
-    proxy_factory(f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-  timeout: 2000
-  servers:
-   - {a.address}:0-2047
-   - {b.address}:2048-4095
-""")
+    proxy_factory(pool_config(port, two_shards(a, b), timeout=2000))
     return port, a, b, reference
 
 

@@ -8,20 +8,7 @@ import socket
 import time
 from typing import Any
 
-from tests.servers import free_port, wait_until
-
-
-def _config(port: int, a: str, b: str, extra: str = "") -> str:
-    return f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-{extra}  servers:
-   - {a}:0-2047
-   - {b}:2048-4095
-"""
+from tests.servers import free_port, pool_config, two_shards, wait_until
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -34,7 +21,7 @@ def _closed(sock: socket.socket) -> bool:
 def test_idle_clients_are_closed_active_ones_kept(redis_factory: Any, proxy_factory: Any) -> None:
     a, b = redis_factory(), redis_factory()
     port = free_port()
-    proxy_factory(_config(port, a.address, b.address, "  client_idle_timeout: 600\n"))
+    proxy_factory(pool_config(port, two_shards(a, b), client_idle_timeout=600))
     idle = socket.create_connection(("127.0.0.1", port), timeout=5)
     busy = socket.create_connection(("127.0.0.1", port), timeout=5)
     idle.settimeout(0.05)
@@ -56,7 +43,7 @@ def test_sigterm_delivers_in_flight_replies_and_exits_0(
 ) -> None:
     a, b = redis_factory(), redis_factory()
     port = free_port()
-    proxy = proxy_factory(_config(port, a.address, b.address, "  timeout: 5000\n"))
+    proxy = proxy_factory(pool_config(port, two_shards(a, b), timeout=5000))
     client = socket.create_connection(("127.0.0.1", port), timeout=10)
     a.pause()  # shard 0 holds its replies until resumed
     try:

@@ -23,7 +23,14 @@ from pyproxy import zkschema
 from pyproxy.hashing import slot_of
 from pyproxy.routing import RoutingTable, Shard, build
 from pyproxy.topology import build_table
-from tests.servers import RedisServer, ZooKeeperServer, free_port, redis_client, wait_until
+from tests.servers import (
+    RedisServer,
+    ZooKeeperServer,
+    free_port,
+    pool_config,
+    redis_client,
+    wait_until,
+)
 
 CLUSTER = "/redis/cluster/icd"
 PROXIES = "/redis/proxy/icd"
@@ -112,23 +119,11 @@ def cluster(zk_hosts: str) -> Iterator[Cluster]:
 
 def proxy_config(port: int, zk_hosts: str, servers: list[str], session_ms: int = 2000,
                  timeout_ms: int = 1000) -> str:
-    lines = "\n".join(f"   - {s}" for s in servers)
-    return f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-  timeout: {timeout_ms}
-  server_retry_timeout: 500
-  server_failure_limit: 2
-  zookeeper_host: {zk_hosts}
-  zookeeper_path: {PROXIES}/127.0.0.1:{port}
-  zookeeper_redis_path: {CLUSTER}
-  zookeeper_session_timeout: {session_ms}
-  servers:
-{lines}
-"""
+    return pool_config(
+        port, servers, timeout=timeout_ms, server_retry_timeout=500, server_failure_limit=2,
+        zookeeper_host=zk_hosts, zookeeper_path=f"{PROXIES}/127.0.0.1:{port}",
+        zookeeper_redis_path=CLUSTER, zookeeper_session_timeout=session_ms,
+    )
 
 
 def table_source(client: Any) -> str:

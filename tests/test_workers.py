@@ -10,7 +10,7 @@ from typing import Any
 from kazoo.client import KazooClient
 
 from pyproxy import zkschema
-from tests.servers import free_port, redis_client, wait_until
+from tests.servers import free_port, pool_config, redis_client, two_shards, wait_until
 
 
 def _children(pid: int) -> set[int]:
@@ -38,20 +38,9 @@ def test_two_workers_serve_register_once_and_stop_cleanly(
         zk.create(f"/c/redis-0000/{a.address}-", ephemeral=True, sequence=True)
         zk.create(f"/c/redis-0001/{b.address}-", ephemeral=True, sequence=True)
         port = free_port()
-        proxy = proxy_factory(f"""\
-alpha:
-  listen: 127.0.0.1:{port}
-  hash: md5
-  distribution: modula
-  redis: true
-  timeout: 1000
-  zookeeper_host: {zk_hosts}
-  zookeeper_path: /p/127.0.0.1:{port}
-  zookeeper_redis_path: /c
-  servers:
-   - {a.address}:0-2047
-   - {b.address}:2048-4095
-""", extra_args=("--workers", "2"))
+        config = pool_config(port, two_shards(a, b), timeout=1000, zookeeper_host=zk_hosts,
+                             zookeeper_path=f"/p/127.0.0.1:{port}", zookeeper_redis_path="/c")
+        proxy = proxy_factory(config, extra_args=("--workers", "2"))
         wait_until(lambda: len(_children(proxy.pid)) == 2, timeout=10, what="two workers")
         workers_at_start = _children(proxy.pid)
         wait_until(lambda: zk.exists(f"/p/127.0.0.1:{port}") is not None, timeout=10,
