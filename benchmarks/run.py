@@ -55,6 +55,7 @@ from tests.servers import (  # noqa: E402
     ServerError,
     free_port,
     pool_config,
+    process_tree,
     redis_client,
     require_binary,
     stop_all,
@@ -107,34 +108,6 @@ BY_NAME = {w.name: w for w in WORKLOADS}
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (pyproxy --workers N forks workers)."""
-    children = _children_map()
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        if p not in out:
-            out.append(p)
-            todo.extend(children.get(p, ()))
-    return out
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -369,7 +342,7 @@ def run_one(cluster: Cluster, workload: Workload, target: str, requests: int, re
     run = Run(workload.name, target, rep, position, requests)
     cmd = ["redis-benchmark", "-h", HOST, "-p", str(cluster.port(target)), "-n", str(requests),
            "--csv", *workload.args]
-    pids = process_tree(cluster.measured_pid(target))
+    pids = sorted(process_tree(cluster.measured_pid(target)))
     rpids = cluster.redis_pids()
     before = (cpu_seconds(pids), cpu_seconds(rpids), client_cpu_seconds(),
               *system_cpu_seconds())

@@ -4,7 +4,6 @@
                          connection and records every attempt: (sent, done, key, reply)
 * ``failover_figures``   downtime, error tally and READONLY window from a writer's records
 * ``call``/``role``/``try_set``  one command on a fresh connection straight to a redis
-* ``keys_for``           keys of one shard (slots 0-2047 or 2048-4095, md5 like the proxy)
 * ``common_free_ports``  ports free on every given address (the seed's "same ports on both")
 """
 
@@ -20,26 +19,9 @@ from typing import Any
 
 import hiredis
 
-from pyproxy.hashing import slot_of
 from tests.servers import free_port, redis_client
 
-SHARD_SLOTS = ((0, 2047), (2048, 4095))
-
-
 # --------------------------------------------------------------------------- keys, ports
-
-
-def keys_for(shard: int, count: int, prefix: str) -> list[str]:
-    """``count`` keys ``<prefix><i>`` whose slot belongs to ``shard`` (0 or 1)."""
-    lo, hi = SHARD_SLOTS[shard]
-    keys: list[str] = []
-    i = 0
-    while len(keys) < count:
-        key = f"{prefix}{i}"
-        if lo <= slot_of(key.encode()) <= hi:
-            keys.append(key)
-        i += 1
-    return keys
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -130,7 +130,7 @@ def _listen_inodes(port: int) -> set[str] | None:
     return inodes if seen else None
 
 
-def _descendants(pid: int) -> set[int]:
+def process_tree(pid: int) -> set[int]:
     """``pid`` and every process below it (from /proc/*/stat)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -161,7 +161,7 @@ def owns_listener(pid: int, port: int) -> bool:
     if not inodes:
         return False
     wanted = {f"socket:[{i}]" for i in inodes}
-    for p in _descendants(pid):
+    for p in process_tree(pid):
         try:
             fds = os.listdir(f"/proc/{p}/fd")
         except OSError:

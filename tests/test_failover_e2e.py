@@ -49,7 +49,6 @@ from tests.cluster import (
     close_quietly,
     common_free_ports,
     failover_figures,
-    keys_for,
     mget,
     missing_on,
     read_reply,
@@ -58,6 +57,7 @@ from tests.cluster import (
     role,
     try_set,
 )
+from tests.keys import keys_for_shard
 from tests.servers import REPO_ROOT, RedisServer, redis_client, wait_until
 from tests.test_watchdog import Watchdog
 
@@ -120,7 +120,7 @@ class Seed:
         return nodes[0] if nodes else None
 
     def writer(self, label: str, proxy: int, shard: int, prefix: str) -> Writer:
-        w = Writer(label, self.proxies[proxy], keys_for(shard, WRITES, prefix))
+        w = Writer(label, self.proxies[proxy], keys_for_shard(shard, WRITES, prefix))
         w.start()
         return w
 
@@ -155,7 +155,7 @@ def assert_writes_land_on_masters(seed: Seed, masters: tuple[str, str], tag: str
         other = redis_client(other_host, int(other_port))
         try:
             for shard in (0, 1):
-                keys = keys_for(shard, 20, f"{tag}:p{p}s{shard}:")
+                keys = keys_for_shard(shard, 20, f"{tag}:p{p}s{shard}:")
                 assert mine.mset({k: k for k in keys}) is True
                 on_master = mget(seed.addr(masters[shard]), keys)
                 on_other = mget(seed.addr(masters[1 - shard]), keys)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pyproxy import resp
-from pyproxy.hashing import slot_of
+from tests.keys import keys_for_shard
 from tests.servers import free_port, pool_config, two_shards
 
 
@@ -40,12 +40,7 @@ class Raw:
 
 
 def key_on(shard: int, prefix: str) -> str:
-    i = 0
-    while True:
-        key = f"{prefix}{i}"
-        if (slot_of(key.encode()) >= 2048) == bool(shard):
-            return key
-        i += 1
+    return keys_for_shard(shard, 1, prefix)[0]
 
 
 @pytest.fixture

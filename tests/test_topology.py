@@ -23,12 +23,14 @@ from pyproxy import zkschema
 from pyproxy.hashing import slot_of
 from pyproxy.routing import RoutingTable, Shard, build
 from pyproxy.topology import build_table
+from tests.keys import keys_for_shard
 from tests.servers import (
     RedisServer,
     ZooKeeperServer,
     free_port,
     pool_config,
     redis_client,
+    two_shards,
     wait_until,
 )
 
@@ -134,17 +136,6 @@ def table_version(client: Any) -> int:
     return int(client.info()["pool_alpha"]["table_version"])
 
 
-def keys_for_shard(shard: int, count: int, prefix: str = "k") -> list[str]:
-    lo, hi = (0, 2047) if shard == 0 else (2048, 4095)
-    keys, i = [], 0
-    while len(keys) < count:
-        key = f"{prefix}{i}"
-        if lo <= slot_of(key.encode()) <= hi:
-            keys.append(key)
-        i += 1
-    return keys
-
-
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll ``check`` until true; return the seconds it took."""
     start = time.monotonic()
@@ -163,6 +154,14 @@ def _start_proxy(proxy_factory: Any, zk_hosts: str, servers: list[str], **kw: An
     return proxy_factory(proxy_config(port, zk_hosts, servers, **kw)), port
 
 
+def _following(proxy_factory: Any, zk_hosts: str, servers: list[str]) -> tuple[Any, int, Any]:
+    """A proxy over ``servers`` that already routes by ZooKeeper's table, and a client."""
+    proxy, port = _start_proxy(proxy_factory, zk_hosts, servers)
+    client = redis_client("127.0.0.1", port)
+    eventually(lambda: table_source(client) == "zookeeper", 10, "first ZooKeeper table")
+    return proxy, port, client
+
+
 # ---------------------------------------------------------------- registration
 
 
@@ -172,7 +171,7 @@ def test_registers_ephemeral_node_and_removes_it_on_sigterm(
     a, b, _ = two_redis
     cluster.layout([(0, 2047), (2048, 4095)])
     proxy, port = _start_proxy(proxy_factory, zk_hosts,
-                               [f"{a.address}:0-2047", f"{b.address}:2048-4095"])
+                               two_shards(a, b))
     node = f"{PROXIES}/127.0.0.1:{port}"
     eventually(lambda: cluster.zk.exists(node) is not None, 10, "proxy registration")
     data, stat = cluster.zk.get(node)
@@ -195,7 +194,7 @@ def test_registers_again_after_session_expiry_while_frozen(
     cluster.register(0, a.address)
     cluster.register(1, b.address)
     proxy, port = _start_proxy(proxy_factory, zk_hosts,
-                               [f"{a.address}:0-2047", f"{b.address}:2048-4095"],
+                               two_shards(a, b),
                                session_ms=1000)
     node = f"{PROXIES}/127.0.0.1:{port}"
     eventually(lambda: cluster.zk.exists(node) is not None, 10, "proxy registration")
@@ -254,11 +253,8 @@ def test_master_node_deleted_moves_writes_to_replica_on_same_connection(
     master_node = cluster.register(0, a.address)
     cluster.register(0, replica.address)
     cluster.register(1, b.address)
-    proxy, port = _start_proxy(proxy_factory, zk_hosts,
-                               [f"{a.address}:0-2047", f"{b.address}:2048-4095"])
-    client = redis_client("127.0.0.1", port)
+    _, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
     key = keys_for_shard(0, 1, "fo")[0]
-    eventually(lambda: table_source(client) == "zookeeper", 10, "first ZooKeeper table")
     client.set(key, "before")
     assert a.client().get(key) == b"before"
     cluster.zk.delete(master_node)
@@ -281,12 +277,9 @@ def test_two_weights_changed_in_one_transaction_move_slots(
     cluster.layout([(0, 2047), (2048, 4095)])
     cluster.register(0, a.address)
     cluster.register(1, b.address)
-    proxy, port = _start_proxy(proxy_factory, zk_hosts,
-                               [f"{a.address}:0-2047", f"{b.address}:2048-4095"])
-    client = redis_client("127.0.0.1", port)
+    _, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
     moving = [k for k in keys_for_shard(1, 400, "w") if slot_of(k.encode()) <= 3071][:20]
     assert moving
-    eventually(lambda: table_source(client) == "zookeeper", 10, "first ZooKeeper table")
     tx = cluster.zk.transaction()
     tx.set_data(f"{CLUSTER}/redis-0000", zkschema.weight_data(0, 3071))
     tx.set_data(f"{CLUSTER}/redis-0001", zkschema.weight_data(3072, 4095))
@@ -310,11 +303,8 @@ def test_bad_topologies_keep_routing_and_masterless_shard_errors_fast(
     cluster.layout([(0, 2047), (2048, 4095)])
     cluster.register(0, a.address)
     b_node = cluster.register(1, b.address)
-    proxy, port = _start_proxy(proxy_factory, zk_hosts,
-                               [f"{a.address}:0-2047", f"{b.address}:2048-4095"])
-    client = redis_client("127.0.0.1", port)
+    proxy, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
     k0, k1 = keys_for_shard(0, 1, "bad")[0], keys_for_shard(1, 1, "bad")[0]
-    eventually(lambda: table_source(client) == "zookeeper", 10, "first ZooKeeper table")
     before = table_version(client)
     cluster.zk.set(f"{CLUSTER}/redis-0000", b'{"weight":"0-3000"}')  # overlaps shard 1
     cluster.zk.set(f"{CLUSTER}/redis-0001", b"not json at all")
@@ -350,7 +340,7 @@ def test_zookeeper_down_at_start_then_appears_then_dies(
     port = free_port()
     hosts = f"127.0.0.1:{zk_port}"
     proxy = proxy_factory(proxy_config(port, hosts,
-                                       [f"{a.address}:0-2047", f"{b.address}:2048-4095"]))
+                                       two_shards(a, b)))
     client = redis_client("127.0.0.1", port)
     keys = keys_for_shard(0, 20) + keys_for_shard(1, 20)
     for key in keys:  # served from the servers list while ZooKeeper is absent
@@ -392,7 +382,7 @@ def test_admin_init_twice_status_and_slot(
     a, b, _ = two_redis
     conf = tmp_path / "icd.yml"
     conf.write_text(proxy_config(free_port(), zk_hosts,
-                                 [f"{a.address}:0-2047", f"{b.address}:2048-4095"]))
+                                 two_shards(a, b)))
     first = _admin("init", "-c", str(conf))
     assert first.returncode == 0, first.stderr
     assert "redis-0000" in first.stdout and "redis-0001" in first.stdout

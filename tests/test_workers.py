@@ -10,20 +10,18 @@ from typing import Any
 from kazoo.client import KazooClient
 
 from pyproxy import zkschema
-from tests.servers import free_port, pool_config, redis_client, two_shards, wait_until
+from tests.servers import (
+    free_port,
+    pool_config,
+    process_tree,
+    redis_client,
+    two_shards,
+    wait_until,
+)
 
 
 def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
+    return process_tree(pid) - {pid}
 
 
 def test_two_workers_serve_register_once_and_stop_cleanly(
