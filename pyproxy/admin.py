@@ -205,10 +205,24 @@ def _print_status(view: dict[str, Any]) -> None:
         print(f"  {proxy['node']}{extra}")
 
 
+ADMIN_EPILOG = """\
+examples:
+  pyproxy-admin init -c conf/icd.yml          create /redis/proxy/icd, /redis/cluster/icd,
+                                              redis-0000 {"weight":"0-2047"}, redis-0001 ...
+  pyproxy-admin status -c conf/icd.yml        shards, masters, replicas (with each redis's
+                                              own ROLE and offset) and registered proxies
+  pyproxy-admin slot user:42 -c conf/icd.yml  the key's slot, shard and current master
+
+exit codes: 0 ok, 1 refused or failed (e.g. init would change weights: use --force),
+            2 usage, 3 ZooKeeper unreachable
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyproxy-admin",
         description="Lay out ZooKeeper for a pyproxy cluster, show it, locate keys.",
+        epilog=ADMIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="action", required=True)
     for name, text in (("init", "create the ZooKeeper layout from the config"),

@@ -35,7 +35,16 @@ examples:
   pyproxy -c icd.yml -d -p icd.pid -o proxy.log
                                      run in the background, as the seed's nutcracker did
 
-signals: SIGTERM/SIGINT stop accepting, finish in-flight requests, exit 0.
+signals:
+  SIGTERM, SIGINT   stop accepting, deregister from ZooKeeper, finish in-flight requests
+                    (up to 5 s), exit 0
+  SIGHUP            reopen the log file (after logrotate)
+
+exit codes: 0 stopped cleanly or config valid, 1 config invalid (-t), 2 usage,
+            3 could not start (one line on stderr says why)
+
+files: conf/example.yml documents every pool key; conf/icd.yml is the seed's file.
+see also: pyproxy-watchdog --help, pyproxy-admin --help, README.md
 """
 
 DEFAULT_METRICS = "127.0.0.1:22123"
