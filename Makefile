@@ -13,14 +13,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## make test: the whole suite against real redis-server, ZooKeeper and nutcracker
-test: $(VENV)/.installed
+## make test: the whole suite against real redis-server, ZooKeeper and nutcracker.
+## Installs the Debian packages it lacks first (as root; otherwise says which).
+test:
+	$(PYTHON) scripts/deps.py test
+	@$(MAKE) -q --no-print-directory venv || $(MAKE) --no-print-directory venv
 	$(PY) -m pytest -q
 
 ## make demo: the seed's two-server cluster on loopback (127.0.0.1-3), see demo/run.py.
 ## Installs the Debian packages it lacks (as root; otherwise says which), then the venv.
 demo:
-	$(PYTHON) demo/run.py --install-deps
+	$(PYTHON) scripts/deps.py demo
 	@$(MAKE) -q --no-print-directory venv || $(MAKE) --no-print-directory venv
 	$(PY) demo/run.py
 

@@ -16,7 +16,6 @@ master holds its shard's lowest sequence number); the two proxies.
 
     python demo/run.py                  bring it up, report failovers, Ctrl-C stops it all
     python demo/run.py --check          bring it up, SET/GET through both proxies, stop, exit 0
-    python3 demo/run.py --install-deps  (system Python) install/name the Debian packages
 
 Invariants:
 
@@ -30,7 +29,7 @@ Invariants:
 * Logs and data of every process live in the run dir (default ``demo-run/``, git-ignored),
   which is wiped at the next start.
 
-The top level uses the standard library only (``--install-deps`` runs before the venv exists);
+The Debian packages are installed by ``scripts/deps.py`` (``make demo`` runs it first);
 kazoo and pyproxy are imported once the venv runs this.
 """
 
@@ -40,7 +39,6 @@ import argparse
 import contextlib
 import ctypes
 import functools
-import importlib.util
 import json
 import os
 import shlex
@@ -60,8 +58,11 @@ CONF = REPO / "conf" / "demo"
 DEFAULT_RUN_DIR = REPO / "demo-run"
 MARKER = ".pyproxy-demo"
 
-ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
-SLF4J_SIMPLE_JAR = "/usr/share/java/slf4j-simple.jar"
+sys.path.insert(0, str(REPO / "scripts"))
+import deps  # noqa: E402  (scripts/deps.py: the Debian packages, shared with make test)
+
+ZOOKEEPER_JAR = deps.ZOOKEEPER_JAR
+SLF4J_SIMPLE_JAR = deps.SLF4J_SIMPLE_JAR
 JVM_FLAGS = ("-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:-UsePerfData",
              "-Djava.net.preferIPv4Stack=true")
 
@@ -131,66 +132,12 @@ PORTS: tuple[tuple[str, int, str], ...] = (
     *((host, PROXY_PORT, f"proxy {server}") for server, host, _ in PROXIES),
 )
 
-# (what must exist, the Debian package that provides it); a path is a file, else a command.
-SYSTEM_DEPS = (
-    ("redis-server", "redis-server"),
-    ("redis-cli", "redis-tools"),
-    ("java", "default-jre-headless"),
-    (ZOOKEEPER_JAR, "zookeeper"),
-    (SLF4J_SIMPLE_JAR, "libslf4j-java"),
-)
-
-
 class DemoError(Exception):
     """A one-paragraph reason the demo cannot go on."""
 
 
 class Interrupted(Exception):
     """SIGINT/SIGTERM/SIGHUP arrived: tear down."""
-
-
-# --------------------------------------------------------------------------- dependencies
-
-
-def missing_packages(need_venv: bool = False) -> list[str]:
-    """Debian packages to install for what is missing, in a stable order, no duplicates."""
-    missing: list[str] = []
-    for thing, package in SYSTEM_DEPS:
-        present = os.path.exists(thing) if thing.startswith("/") else shutil.which(thing)
-        if not present and package not in missing:
-            missing.append(package)
-    if need_venv and importlib.util.find_spec("ensurepip") is None:
-        missing.append("python3-venv")  # Debian ships `python3 -m venv` separately
-    return missing
-
-
-def install_command(packages: list[str]) -> str:
-    return ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            + " ".join(packages))
-
-
-def install_deps() -> int:
-    """Install what is missing with apt-get when root, else say exactly what to run."""
-    need_venv = not (REPO / ".venv" / "bin" / "python").exists()
-    missing = missing_packages(need_venv)
-    if not missing:
-        return 0
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"demo: missing Debian packages: {' '.join(missing)}\n"
-              f"demo: install them, then run `make demo` again:\n"
-              f"    sudo sh -c '{install_command(missing)}'", file=sys.stderr)
-        return 1
-    print(f"demo: installing {' '.join(missing)} with apt-get", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
-        if subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL).returncode != 0:
-            print(f"demo: `{shlex.join(cmd)}` failed", file=sys.stderr)
-            return 1
-    still = missing_packages(need_venv)
-    if still:
-        print(f"demo: still missing after apt-get: {' '.join(still)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 # --------------------------------------------------------------------------- ports and /proc
@@ -536,10 +483,11 @@ class Demo:
     # -- preparation -------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        missing = missing_packages()
+        missing = deps.missing_packages(deps.DEMO)
         if missing:
             raise DemoError(f"missing Debian packages: {' '.join(missing)}; install them "
-                            f"(`make demo` does it as root):\n    {install_command(missing)}")
+                            "(`make demo` does it as root):\n    "
+                            + deps.install_command(missing))
         self._check_previous_run()
         busy = busy_ports()
         if busy:
@@ -1010,15 +958,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true",
                         help="bring it up, SET/GET through both proxies, print OK, tear down")
-    parser.add_argument("--install-deps", action="store_true",
-                        help="only install the missing Debian packages (apt-get, as root) or "
-                             "say which; standard library only, for the system Python")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="where logs and data go (default: %(default)s); wiped at start")
     args = parser.parse_args(argv)
-    if args.install_deps:
-        return install_deps()
-
     demo = Demo(args.run_dir.resolve(), out=say)
     demo.install_signals()
     code = 0
