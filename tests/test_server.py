@@ -64,3 +64,22 @@ def _shard0(key: bytes) -> bool:
     from pyproxy.hashing import slot_of
 
     return slot_of(key) <= 2047
+
+
+def test_sighup_reopens_a_rotated_log_file(
+    redis_factory: Any, proxy_factory: Any, tmp_path: Any
+) -> None:
+    a, b = redis_factory(), redis_factory()
+    log = tmp_path / "proxy.log"
+    port = free_port()
+    proxy = proxy_factory(pool_config(port, two_shards(a, b)), extra_args=("-o", str(log)))
+    wait_until(lambda: log.exists() and "listening" in log.read_text(), timeout=10,
+               what="the first log lines")
+    log.rename(tmp_path / "proxy.log.1")  # what logrotate does
+    os.kill(proxy.pid, signal.SIGHUP)
+    wait_until(log.exists, timeout=5, what="a new log file after SIGHUP")
+    os.kill(proxy.pid, signal.SIGTERM)
+    wait_until(lambda: not proxy.is_running(), timeout=15, what="proxy exit")
+    assert proxy.returncode == 0
+    assert "shutting down" in log.read_text()  # written to the new file, not the moved one
+    assert "shutting down" not in (tmp_path / "proxy.log.1").read_text()
