@@ -26,6 +26,7 @@ from tests.servers import (  # noqa: E402
     RedisServer,
     free_port,
     pool_config,
+    redis_client,
     two_shards,
 )
 
@@ -48,6 +49,7 @@ def main() -> int:
     proxy = ProxyProcess(pool_config(port, two_shards(a, b), timeout=2000))
     idle: list[socket.socket] = []
     samples: list[tuple[str, float, int]] = []
+    commands = 0
     try:
         proxy.start()
         assert proxy.pid is not None
@@ -73,6 +75,9 @@ def main() -> int:
             load.wait(timeout=10)
         time.sleep(1.0)
         samples.append(("after the run", round(time.monotonic() - start, 1), rss_kib(pid)))
+        client = redis_client("127.0.0.1", port)
+        commands = client.info()["total_commands_processed"]  # proof the load ran
+        client.close()
     finally:
         for sock in idle:
             sock.close()
@@ -82,12 +87,13 @@ def main() -> int:
     print(f"{'phase':<22}{'t (s)':>8}{'RSS (MiB)':>12}")
     for phase, t, kib in samples:
         print(f"{phase:<22}{t:>8}{kib / 1024:>12.1f}")
+    print(f"commands served during the run: {commands:,}")
     load_rss = [kib for phase, _, kib in samples if phase == "under load"]
     if len(load_rss) >= 2:
         print(f"growth during the load run: {(load_rss[-1] - load_rss[0]) / 1024:+.1f} MiB "
               f"(first to last sample)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"samples": samples}, indent=1))
+    Path(args.out).write_text(json.dumps({"samples": samples, "commands": commands}, indent=1))
     return 0
 
 
