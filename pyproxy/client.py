@@ -226,6 +226,13 @@ class Client(asyncio.Protocol):
             slot.settle(wrong_arity(command))
             return
         parts = split.plan(args, positions, command.step, lambda key: owner[slotter(key)])
+        if len(parts) == 1:  # every key on one shard: Redis's own reply is the answer
+            backend = pool.shard_route[parts[0][0]]
+            if backend is None:
+                slot.settle(self._no_master(slotter(args[1])))
+            else:
+                backend.send(encode_command(args), slot, self.id, self.resp3)
+            return
         if command.merge == "array":
             merge = split.merge_array(len(positions), [indexes for _, _, indexes in parts])
         else:

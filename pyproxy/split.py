@@ -23,12 +23,17 @@ def plan(
     ``step`` is 2 for MSET (a key and its value travel together), 1 otherwise.
     """
     groups: dict[int, tuple[list[bytes], list[int]]] = {}
+    name = args[0]
     for key_index, pos in enumerate(key_positions):
-        shard = shard_of(args[pos])
+        key = args[pos]
+        shard = shard_of(key)
         group = groups.get(shard)
         if group is None:
-            group = groups[shard] = ([args[0]], [])
-        group[0].extend(args[pos : pos + step])
+            group = groups[shard] = ([name], [])
+        if step == 1:
+            group[0].append(key)
+        else:
+            group[0].extend(args[pos : pos + step])
         group[1].append(key_index)
     return [(shard, sub, indexes) for shard, (sub, indexes) in groups.items()]
 

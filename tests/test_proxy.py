@@ -246,6 +246,23 @@ def test_multi_key_commands_split_per_shard(cluster: Cluster, conn: Raw) -> None
     assert conn.call("DEL", *keys, b"split:none") == b":6\r\n"
 
 
+def test_multi_key_commands_on_one_shard_get_that_shards_reply(cluster: Cluster,
+                                                               conn: Raw) -> None:
+    """Keys that share a shard (here by hash tag) travel as one command, unsplit."""
+    keys = [b"{tag}:%d" % i for i in range(4)]
+    owner, other = cluster.backend(keys[0]), cluster.other(keys[0])
+    calls = lambda server: {  # noqa: E731
+        name: stat["calls"] for name, stat in server.client().info("commandstats").items()
+        if name != "cmdstat_info"}
+    before, owner_mgets = calls(other), calls(owner).get("cmdstat_mget", 0)
+    assert conn.call("MSET", *[x for k in keys for x in (k, k)]) == b"+OK\r\n"
+    assert conn.call("MGET", *keys, b"{tag}:none") == resp.array(
+        [*(resp.bulk(k) for k in keys), b"$-1\r\n"])
+    assert conn.call("EXISTS", *keys) == b":4\r\n"
+    assert calls(owner)["cmdstat_mget"] == owner_mgets + 1
+    assert calls(other) == before  # the other shard saw nothing
+
+
 # ---------------------------------------------------------------- ordering, size, concurrency
 
 
