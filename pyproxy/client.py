@@ -176,7 +176,7 @@ class Client(asyncio.Protocol):
             slot_index = pool.slotter(args[1])
             backend = pool.route[slot_index]
             if backend is None:
-                slot.settle(self._no_master(slot_index))
+                slot.settle(self._no_master(pool.slot_owner[slot_index]))
             else:
                 backend.send(encode_command(args), slot, self.id, self.resp3)
         elif kind == SPLIT:
@@ -190,11 +190,19 @@ class Client(asyncio.Protocol):
             self.pool.stats.refused += 1
             slot.settle(refused(command, command.reason))
 
-    def _no_master(self, slot_index: int) -> bytes:
-        self.pool.stats.forward_error += 1
+    def _no_master(self, shard_index: int) -> bytes:
         pool = self.pool
-        shard = pool.table.shards[pool.slot_owner[slot_index]]
-        return resp.error(f"ERR pyproxy: shard {shard.name} has no master right now")
+        pool.stats.forward_error += 1
+        name = pool.table.shards[shard_index].name
+        return resp.error(f"ERR pyproxy: shard {name} has no master right now")
+
+    def _to_shard(self, shard_index: int, args: list[bytes], slot: Pending) -> None:
+        """Forward a whole command to one shard's master (or say it has none)."""
+        backend = self.pool.shard_route[shard_index]
+        if backend is None:
+            slot.settle(self._no_master(shard_index))
+        else:
+            backend.send(encode_command(args), slot, self.id, self.resp3)
 
     def _same_shard(self, command: Command, args: list[bytes], slot: Pending) -> None:
         try:
@@ -206,17 +214,11 @@ class Client(asyncio.Protocol):
             slot.settle(refused(command, "it names no key, so no shard can be chosen"))
             return
         pool = self.pool
-        slots = {pool.slotter(args[p]) for p in positions}
-        backends = {id(pool.route[s]) for s in slots}
-        if len(backends) > 1 or len({pool.slot_owner[s] for s in slots}) > 1:
+        owners = {pool.slot_owner[pool.slotter(args[p])] for p in positions}
+        if len(owners) > 1:
             slot.settle(cross_shard(command))
             return
-        slot_index = next(iter(slots))
-        backend = pool.route[slot_index]
-        if backend is None:
-            slot.settle(self._no_master(slot_index))
-        else:
-            backend.send(encode_command(args), slot, self.id, self.resp3)
+        self._to_shard(owners.pop(), args, slot)
 
     def _split(self, command: Command, args: list[bytes], slot: Pending) -> None:
         pool = self.pool
@@ -227,11 +229,7 @@ class Client(asyncio.Protocol):
             return
         parts = split.plan(args, positions, command.step, lambda key: owner[slotter(key)])
         if len(parts) == 1:  # every key on one shard: Redis's own reply is the answer
-            backend = pool.shard_route[parts[0][0]]
-            if backend is None:
-                slot.settle(self._no_master(slotter(args[1])))
-            else:
-                backend.send(encode_command(args), slot, self.id, self.resp3)
+            self._to_shard(parts[0][0], args, slot)
             return
         if command.merge == "array":
             merge = split.merge_array(len(positions), [indexes for _, _, indexes in parts])
@@ -242,11 +240,7 @@ class Client(asyncio.Protocol):
         for index, (shard_index, sub_args, _) in enumerate(parts):
             backend = pool.shard_route[shard_index]
             if backend is None:
-                pool.stats.forward_error += 1
-                name = pool.table.shards[shard_index].name
-                fan.part(index).settle(
-                    resp.error(f"ERR pyproxy: shard {name} has no master right now")
-                )
+                fan.part(index).settle(self._no_master(shard_index))
             else:
                 backend.send(encode_command(sub_args), fan.part(index), self.id, self.resp3)
 
