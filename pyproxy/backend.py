@@ -120,7 +120,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "backend", "loop", "transport", "connecting", "fifo", "out", "flush_scheduled",
         "rest", "expired", "timer", "failures", "retry_at", "last_error", "closing",
-        "timeout", "resp3",
+        "timeout", "resp3", "connect_task",
     )
 
     def __init__(self, backend: Backend, resp3: bool = False):
@@ -139,6 +139,7 @@ class Connection(asyncio.Protocol):
         self.retry_at = 0.0
         self.last_error = ""
         self.closing = False
+        self.connect_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         timeout_ms = backend.settings.timeout_ms
         self.timeout = timeout_ms / 1000.0 if timeout_ms else 0.0
 
@@ -181,7 +182,7 @@ class Connection(asyncio.Protocol):
         if self.closing or self.loop.time() < self.retry_at:
             return False
         self.connecting = True
-        self.loop.create_task(self._connect())
+        self.connect_task = self.loop.create_task(self._connect())
         return True
 
     async def _connect(self) -> None:
