@@ -36,6 +36,8 @@ Pure: no asyncio, no sockets.
 
 from __future__ import annotations
 
+import re
+
 import hiredis
 
 CRLF = b"\r\n"
@@ -45,7 +47,7 @@ _PLUS = 43  # '+'
 _MINUS = 45  # '-'
 _COLON = 58  # ':'
 _BANG = 33  # '!': RESP3 blob error
-_LENGTH_PREFIXED = (_DOLLAR, _BANG, 61)  # '$', '!', '=' (verbatim string)
+_EQUALS = 61  # '=': RESP3 verbatim string
 _PAIRS = (37, 124)  # '%' map, '|' attribute: two elements per count
 _AGGREGATES = (_STAR, 126, 62)  # '*' array, '~' set, '>' push
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
@@ -333,14 +335,20 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
     if nl < 0:
         return -1
     kind = buf[pos]
-    if kind in _LENGTH_PREFIXED:
+    if kind == _DOLLAR or kind == _BANG or kind == _EQUALS:  # length-prefixed
         length = int(buf[pos + 1 : nl])
         if length < 0:
             return nl + 2
         end = nl + length + 4
         return end if end <= len(buf) else -1
+    if kind == _PLUS or kind == _MINUS or kind == _COLON:  # the common one-liners, early
+        return nl + 2
     if kind in _AGGREGATES or kind in _PAIRS:
         count = int(buf[pos + 1 : nl])
+        if kind == _STAR and count >= _LONG_ARRAY:
+            end = _bulk_array_end(buf, pos, nl)
+            if end is not None:
+                return end
         if kind in _PAIRS:
             count *= 2
         pos = nl + 2
@@ -362,7 +370,44 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
         if kind == 124:  # an attribute describes the reply that follows it
             return reply_end(buf, pos)
         return pos
-    return nl + 2  # one line: '+', '-', ':' and RESP3's '_', ',', '#', '('
+    return nl + 2  # RESP3's other one-liners: '_', ',', '#', '('
+
+
+# Arrays at least this long are measured by hiredis (C) instead of walked in Python:
+# LRANGE 0 99 reply, 100 x 3 bytes: 19.8 us walked, ~9 us measured (timeit, here).
+_LONG_ARRAY = 32
+# A CRLF followed by a type byte other than '$': some element is not a bulk string (or a
+# payload merely looks like one, which only costs the walk).
+_NOT_ONLY_BULKS = re.compile(rb"\r\n[-+:*%~>_,#(!=|]")
+
+
+def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
+    """End of the array at ``pos`` if it holds only non-null bulk strings; -1 if
+    incomplete; None to fall back to the walk.
+
+    hiredis parses it; the size follows from the elements' lengths because Redis writes every
+    length in canonical decimal; the regex proves every element was a ``$`` bulk.
+    """
+    reader = hiredis.Reader()
+    reader.feed(buf, pos)
+    try:
+        items = reader.gets()
+    except hiredis.ProtocolError:
+        return None
+    if items is False:
+        return -1
+    if type(items) is not list or items.count(None):
+        return None
+    try:
+        lengths = list(map(len, items))  # (a nested array passes here; the regex stops it)
+    except TypeError:  # integers, doubles, booleans: not bulks
+        return None
+    digits = len(str(lengths)) - 2 * len(lengths)  # "[3, 12]": digits + ", " each + "[]"
+    end = nl + 2 + sum(lengths) + 5 * len(lengths) + digits
+    if _NOT_ONLY_BULKS.search(buf, pos, end):
+        return None
+    return end
+
 
 def array_items(raw: bytes) -> list[bytes] | None:
     """Split a raw array reply into the raw bytes of its elements (None for ``*-1``)."""
