@@ -346,9 +346,9 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
     if kind in _AGGREGATES or kind in _PAIRS:
         count = int(buf[pos + 1 : nl])
         if kind == _STAR and count >= _LONG_ARRAY:
-            end = _bulk_array_end(buf, pos, nl)
-            if end is not None:
-                return end
+            measured = _bulk_array_end(buf, pos, nl)
+            if measured is not None:
+                return measured
         if kind in _PAIRS:
             count *= 2
         pos = nl + 2
@@ -389,7 +389,7 @@ def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
     length in canonical decimal; the regex proves every element was a ``$`` bulk.
     """
     reader = hiredis.Reader()
-    reader.feed(buf, pos)
+    reader.feed(buf, pos)  # type: ignore[arg-type]  # (hiredis takes any buffer)
     try:
         items = reader.gets()
     except hiredis.ProtocolError:

@@ -131,6 +131,8 @@ class Topology:
         )
         self.zk.add_listener(self._on_state_threaded)
         self._session: int | None = None
+        self._registered: int | None = None  # the session our node was created in
+        self._registering = False
         self._refreshing = False
         self._dirty = False
         self._event_at = 0.0
@@ -199,10 +201,10 @@ class Topology:
                 log.info("zookeeper: session 0x%x established (%s)", session or 0,
                          self.config.zookeeper_host)
                 self._session = session
-                if self.registers:
-                    self._spawn(self._register())
             else:
                 log.info("zookeeper: reconnected, same session")
+            if self.registers and self._registered != session and not self._registering:
+                self._spawn(self._register())
             self._changed()
         elif state == KazooState.SUSPENDED:
             log.warning("zookeeper: connection suspended; serving with the last table")
@@ -217,43 +219,59 @@ class Topology:
         ).encode()
 
     async def _register(self) -> None:
-        """Create our ephemeral node for this session, replacing our own leftovers."""
-        while not self._stopped and self.zk.connected:
-            try:
-                await self._call(self.zk.create_async, self.own_path, self._info(),
-                                 ephemeral=True, makepath=True)
-                self.stats.registrations += 1
-                log.info("zookeeper: registered %s", self.own_path)
-                return
-            except NodeExistsError:
-                if await self._replace_leftover():
-                    continue
-            except KazooException as exc:
-                log.warning("zookeeper: registering %s failed: %r", self.own_path, exc)
-            await asyncio.sleep(0.5)
+        """Make sure our ephemeral node exists in this session, replacing our leftovers.
 
-    async def _replace_leftover(self) -> bool:
-        """True if the existing node was ours (now or from an old session) and is handled."""
+        Runs until registered, stopped or disconnected; a reconnect that finds this session
+        still unregistered (say a create whose reply was lost) starts it again.
+        """
+        self._registering = True
+        try:
+            while not self._stopped and self.zk.connected:
+                session = self._session
+                try:
+                    await self._call(self.zk.create_async, self.own_path, self._info(),
+                                     ephemeral=True, makepath=True)
+                except NodeExistsError:
+                    holder = await self._holder()
+                    if holder == "retry":
+                        continue
+                    if holder == "ours":
+                        self._registered = session
+                        return
+                except KazooException as exc:
+                    log.warning("zookeeper: registering %s failed: %r", self.own_path, exc)
+                else:
+                    self._registered = session
+                    self.stats.registrations += 1
+                    log.info("zookeeper: registered %s", self.own_path)
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            self._registering = False
+
+    async def _holder(self) -> str:
+        """Who holds our path: "ours" (this session's node: done), "retry" (it was gone, or
+        a leftover of this process's earlier session, now deleted), or "other" (wait)."""
         try:
             data, stat = await self._call(self.zk.get_async, self.own_path)
         except NoNodeError:
-            return True
+            return "retry"
         if stat.ephemeralOwner == self._session:
-            return True  # our create went through after all
+            return "ours"  # a create that timed out went through after all
         try:
-            info = zkschema.ProxyInfo.decode(data)
+            info: zkschema.ProxyInfo | None = zkschema.ProxyInfo.decode(data)
         except zkschema.SchemaError:
             info = None
         if info is not None and info.pid == os.getpid() and info.listen == self.config.listen:
             log.info("zookeeper: removing our node left from an earlier session")
             try:
                 await self._call(self.zk.delete_async, self.own_path, stat.version)
-            except (NoNodeError, KazooException):
+            except KazooException:  # gone already (NoNodeError) or changed: look again
                 pass
-            return True
+            return "retry"
         log.error("zookeeper: %s is held by another process (owner 0x%x); retrying",
                   self.own_path, stat.ephemeralOwner)
-        return False
+        return "other"
 
     # ------------------------------------------------------------ following the cluster
 
