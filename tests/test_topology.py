@@ -417,3 +417,34 @@ def test_admin_reports_unreachable_zookeeper_in_one_line(tmp_path: Any) -> None:
     assert result.returncode == 3
     assert "cannot reach ZooKeeper" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_register_adopts_the_node_its_own_session_created(zk_hosts: str) -> None:
+    """A create whose reply was lost leaves our node behind: registering again must see it
+    is this session's and stop, not retry forever."""
+    import asyncio
+
+    from pyproxy import config
+    from pyproxy.server import static_table
+    from pyproxy.topology import Topology
+
+    pool = config.parse(proxy_config(free_port(), zk_hosts, ["127.0.0.1:1:0-2047",
+                                                             "127.0.0.1:2:2048-4095"])).pools[0]
+    table = static_table(pool)
+
+    async def scenario() -> int:
+        topology = Topology(pool, "digest", lambda: table, lambda _: None)
+        topology.start()
+        try:
+            for _ in range(200):
+                if topology.stats.registrations:
+                    break
+                await asyncio.sleep(0.05)
+            assert topology.stats.registrations == 1
+            topology._registered = None  # as if the create's reply had been lost
+            await asyncio.wait_for(topology._register(), timeout=5)
+            return topology.stats.registrations
+        finally:
+            await topology.stop()
+
+    assert asyncio.run(scenario()) == 1  # adopted, not created twice
