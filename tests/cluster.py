@@ -19,6 +19,7 @@ from typing import Any
 
 import hiredis
 
+from pyproxy.resp import encode_command
 from tests.servers import free_port, redis_client
 
 # --------------------------------------------------------------------------- keys, ports
@@ -50,8 +51,7 @@ def common_free_ports(hosts: tuple[str, ...], count: int,
 
 
 def encode(*args: Any) -> bytes:
-    parts = [str(a).encode() if not isinstance(a, bytes) else a for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    return encode_command([a if isinstance(a, bytes) else str(a).encode() for a in args])
 
 
 def read_reply(sock: socket.socket) -> Any:

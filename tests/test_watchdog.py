@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pyproxy import zkschema
+from tests.cluster import read_reply
 from tests.servers import (
     REPO_ROOT,
     ManagedProcess,
@@ -118,19 +119,7 @@ def addresses(zk: Any) -> list[str]:
 def role(r: RedisServer) -> list[Any]:
     with socket.create_connection((r.host, r.port), timeout=2) as s:
         s.sendall(b"ROLE\r\n")
-        return _read_reply(s)
-
-
-def _read_reply(s: socket.socket) -> Any:
-    import hiredis
-
-    reader = hiredis.Reader()
-    while (reply := reader.gets()) is False:
-        data = s.recv(65536)
-        if not data:
-            raise ConnectionError("closed")
-        reader.feed(data)
-    return reply
+        return read_reply(s)
 
 
 def is_master(r: RedisServer) -> bool:
@@ -154,7 +143,7 @@ def try_set(r: RedisServer, key: str, timeout: float = 1.0) -> bytes | str:
     try:
         with socket.create_connection((r.host, r.port), timeout=timeout) as s:
             s.sendall(f"SET {key} 1\r\n".encode())
-            reply = _read_reply(s)
+            reply = read_reply(s)
     except TimeoutError:
         return "timeout"
     except OSError as exc:
@@ -275,7 +264,7 @@ def test_hung_master_replaced_and_steps_down(zk: Any, redis_factory: Any,
 
     writer = threading.Thread(target=hammer)
     writer.start()
-    stale_reply = _read_reply(stale)
+    stale_reply = read_reply(stale)
     stale.close()
     writer.join(DEADLINE * 2)
     assert not isinstance(stale_reply, bytes), stale_reply
