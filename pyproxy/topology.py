@@ -40,7 +40,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.retry import KazooRetry
 
-from . import __version__, routing, zkschema
+from . import __version__, routing, zklog, zkschema
 from .config import PoolConfig
 from .routing import RoutingTable, Shard, TopologyError
 
@@ -123,6 +123,7 @@ class Topology:
         self.registers = register  # False for workers other than worker 0
         self.stats = TopologyStats()
         self.loop = asyncio.get_running_loop()
+        zklog.quiet_kazoo_reconnects()
         self.zk = KazooClient(
             hosts=config.zookeeper_host,
             timeout=config.zookeeper_session_timeout_ms / 1000.0,

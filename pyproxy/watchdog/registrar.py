@@ -31,6 +31,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from .. import zkschema
+from ..zklog import quiet_kazoo_reconnects
 from .decide import Listing
 
 log = logging.getLogger("pyproxy.watchdog.zk")
@@ -53,6 +54,7 @@ class Registrar:
         self.me = me
         self.op_timeout = session_timeout / 6
         self._on_event = on_event
+        quiet_kazoo_reconnects()
         self.zk = KazooClient(hosts=hosts, timeout=session_timeout,
                               connection_retry=CONNECTION_RETRY)
         self.zk.add_listener(self._on_state)
