@@ -100,9 +100,9 @@ class Cluster:
             self.zk.create(f"{CLUSTER}/{zkschema.shard_name(i)}", zkschema.weight_data(start, end),
                            makepath=True)
 
-    def register(self, shard: int, address: str) -> str:
+    def register(self, shard: int, address: str, ephemeral: bool = True) -> str:
         path = f"{CLUSTER}/{zkschema.shard_name(shard)}/{zkschema.member_prefix(address)}"
-        return str(self.zk.create(path, b"", ephemeral=True, sequence=True))
+        return str(self.zk.create(path, b"", ephemeral=ephemeral, sequence=True))
 
     def proxies(self) -> list[str]:
         return sorted(self.zk.get_children(PROXIES)) if self.zk.exists(PROXIES) else []
@@ -350,10 +350,14 @@ def test_zookeeper_down_at_start_then_appears_then_dies(
     watcher = Cluster(zk.hosts)
     try:
         watcher.layout([(0, 2047), (2048, 4095)])
-        watcher.register(0, a.address)
-        watcher.register(1, b.address)
+        # persistent members: closing this client must not take the masters away
+        watcher.register(0, a.address, ephemeral=False)
+        watcher.register(1, b.address, ephemeral=False)
         eventually(lambda: watcher.proxies() == [f"127.0.0.1:{port}"], 15,
                    "registration once ZooKeeper appears")
+        eventually(lambda: table_source(client) == "zookeeper"
+                   and "-" not in client.info()["pool_alpha_masters"].values(), 10,
+                   "both masters from ZooKeeper")
     finally:
         watcher.close()
     zk.kill()
