@@ -222,12 +222,11 @@ class Client(asyncio.Protocol):
 
     def _split(self, command: Command, args: list[bytes], slot: Pending) -> None:
         pool = self.pool
-        slotter, owner = pool.slotter, pool.slot_owner
         positions = command.key_positions(args)
         if command.step == 2 and len(args) % 2 == 0:  # MSET with a key missing its value
             slot.settle(wrong_arity(command))
             return
-        parts = split.plan(args, positions, command.step, lambda key: owner[slotter(key)])
+        parts = split.plan(args, positions, command.step, pool.key_owner)
         if len(parts) == 1:  # every key on one shard: Redis's own reply is the answer
             self._to_shard(parts[0][0], args, slot)
             return

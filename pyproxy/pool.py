@@ -33,6 +33,7 @@ class Pool:
         self.table = table
         self.route: list[Backend | None] = []
         self.slot_owner: list[int] = []
+        self.key_owner: Callable[[bytes], int] = lambda key: 0
         self.shard_route: list[Backend | None] = []
         self.slotter: Callable[[bytes], int] = make_slotter(config.hash_tag, table.modulus)
         self.apply(table)
@@ -62,6 +63,8 @@ class Pool:
         self.route = route
         self.slot_owner = slot_owner
         self.shard_route = shard_route
+        slotter = self.slotter
+        self.key_owner = lambda key: slot_owner[slotter(key)]  # key -> shard index
         previous, self.table = self.table, table
         for address, backend in old.items():
             if address not in masters:

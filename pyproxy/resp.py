@@ -411,23 +411,33 @@ def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
 
 def array_items(raw: bytes) -> list[bytes] | None:
     """Split a raw array reply into the raw bytes of its elements (None for ``*-1``)."""
-    nl = raw.find(CRLF)
-    count = int(raw[1:nl])
+    count = int(raw[1 : raw.find(CRLF)])
     if count < 0:
         return None
-    items = []
+    items = [b""] * count
+    place_items(raw, list(range(count)), items)
+    return items
+
+
+def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:
+    """Put the raw elements of the array reply ``raw`` at ``into[places[i]]``; False if it
+    is not an array of ``len(places)`` elements. (``array_items`` without the list: the
+    merge of a split MGET walks each shard's reply once.)"""
+    nl = raw.find(CRLF)
+    if raw[0] != _STAR or int(raw[1:nl]) != len(places):
+        return False
     pos = nl + 2
     find = raw.find
-    for _ in range(count):
-        if raw[pos] == _DOLLAR:  # inlined: MGET elements are all bulks or nils
+    for place in places:
+        if raw[pos] == _DOLLAR:  # bulks and nils: what MGET answers
             nl = find(CRLF, pos)
             length = int(raw[pos + 1 : nl])
             end = nl + 2 if length < 0 else nl + length + 4
         else:
             end = reply_end(raw, pos)
-        items.append(raw[pos:end])
+        into[place] = raw[pos:end]
         pos = end
-    return items
+    return True
 
 
 def is_error(raw: bytes) -> bool:

@@ -54,11 +54,8 @@ def merge_array(key_count: int, indexes: list[list[int]]) -> Callable[[list[byte
             return error
         items: list[bytes] = [b""] * key_count
         for raw, places in zip(replies, indexes, strict=True):
-            elements = resp.array_items(raw)
-            if elements is None or len(elements) != len(places):
+            if not resp.place_items(raw, places, items):
                 return resp.error("ERR pyproxy: a shard sent a malformed MGET reply")
-            for place, element in zip(places, elements, strict=True):
-                items[place] = element
         return resp.array(items)
 
     return merge
