@@ -41,7 +41,7 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
-	$(VENV)/bin/ruff check pyproxy tests benchmarks
+	$(VENV)/bin/ruff check pyproxy tests benchmarks demo scripts
 	$(VENV)/bin/mypy pyproxy
 
 clean:
