@@ -83,3 +83,33 @@ def test_sighup_reopens_a_rotated_log_file(
     assert proxy.returncode == 0
     assert "shutting down" in log.read_text()  # written to the new file, not the moved one
     assert "shutting down" not in (tmp_path / "proxy.log.1").read_text()
+
+
+def test_the_seeds_daemon_command_line(redis_factory: Any, tmp_path: Any) -> None:
+    """nutcracker -c icd.yml -o proxy.log -d -p icd_proxy.pid, as the seed starts it."""
+    import subprocess
+    import sys
+
+    from tests.servers import redis_client
+
+    a, b = redis_factory(), redis_factory()
+    port = free_port()
+    conf, log, pidfile = tmp_path / "icd.yml", tmp_path / "proxy.log", tmp_path / "icd.pid"
+    conf.write_text(pool_config(port, two_shards(a, b)))
+    started = subprocess.run(
+        [sys.executable, "-m", "pyproxy", "-c", str(conf), "-o", str(log), "-d", "-p",
+         str(pidfile)], capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0 and started.stderr == ""  # the parent returns at once
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), timeout=10,
+               what="the pid file")
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: "listening" in log.read_text(), timeout=10, what="the listener")
+        client = redis_client("127.0.0.1", port)
+        assert client.set("daemon", "1") and client.get("daemon") == b"1"
+        client.close()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15, what="daemon exit")
+    assert not pidfile.exists()  # removed on the way out
+    assert "stopped" in log.read_text()
