@@ -28,27 +28,27 @@ from .stats import COMMAND_NAMES, Histogram
 if TYPE_CHECKING:
     from .server import Proxy
 
-# name -> (type, help). Counters get the ``_total`` suffix from prometheus_client.
+# series -> (type, help, PoolStats attribute). Counters get ``_total`` from prometheus_client.
 POOL_SERIES = {
-    "client_connections": ("gauge", "Client connections open now"),
-    "client_connections_total": ("counter", "Client connections accepted"),
-    "client_errors": ("counter", "Client connections closed on an error (nutcracker client_err)"),
-    "protocol_errors": ("counter", "Client requests rejected as malformed RESP"),
-    "unknown_commands": ("counter", "Requests naming a command the proxy does not know"),
-    "refused_commands": ("counter", "Requests refused because a sharding proxy cannot serve them"),
+    "client_connections": ("gauge", "Client connections open now", "client_connections"),
+    "client_connections_total": ("counter", "Client connections accepted",
+                                 "client_connections_total"),
+    "client_errors": ("counter", "Client connections closed on an error (nutcracker "
+                                 "client_err)", "client_err"),
+    "protocol_errors": ("counter", "Client requests rejected as malformed RESP",
+                        "protocol_errors"),
+    "unknown_commands": ("counter", "Requests naming a command the proxy does not know",
+                         "unknown"),
+    "refused_commands": ("counter", "Requests refused because a sharding proxy cannot serve "
+                                    "them", "refused"),
     "forward_errors": ("counter", "Requests answered with a proxy-made error (backend down, "
-                                  "timeout, no master)"),
-    "fragments": ("counter", "Per-shard parts created by splitting multi-key requests"),
-    "received_bytes": ("counter", "Bytes read from clients"),
-    "sent_bytes": ("counter", "Bytes written to clients"),
+                                  "timeout, no master)", "forward_error"),
+    "fragments": ("counter", "Per-shard parts created by splitting multi-key requests",
+                  "fragments"),
+    "received_bytes": ("counter", "Bytes read from clients", "request_bytes"),
+    "sent_bytes": ("counter", "Bytes written to clients", "response_bytes"),
 }
-_POOL_ATTRS = {
-    "client_connections": "client_connections",
-    "client_connections_total": "client_connections_total", "client_errors": "client_err",
-    "protocol_errors": "protocol_errors", "unknown_commands": "unknown",
-    "refused_commands": "refused", "forward_errors": "forward_error", "fragments": "fragments",
-    "received_bytes": "request_bytes", "sent_bytes": "response_bytes",
-}
+# series -> (type, help, ServerStats attribute)
 BACKEND_SERIES = {
     "requests": ("counter", "Requests written to the backend", "requests"),
     "responses": ("counter", "Replies read from the backend", "responses"),
@@ -86,14 +86,14 @@ class ProxyCollector:
 
     def _pools(self) -> Iterator[Metric]:
         pools = self.proxy.state.pools
-        for series, (kind, help_text) in POOL_SERIES.items():
+        for series, (kind, help_text, attr) in POOL_SERIES.items():
             family: Metric
             if kind == "gauge":
                 family = GaugeMetricFamily(f"pyproxy_{series}", help_text, labels=["pool"])
             else:
                 family = CounterMetricFamily(f"pyproxy_{series}", help_text, labels=["pool"])
             for pool in pools:
-                family.add_metric([pool.name], getattr(pool.stats, _POOL_ATTRS[series]))
+                family.add_metric([pool.name], getattr(pool.stats, attr))
             yield family
         requests = CounterMetricFamily("pyproxy_requests", "Requests by command",
                                        labels=["pool", "command"])
