@@ -145,16 +145,13 @@ def merge_mget_10() -> Callable[[], object]:
 
 
 def split_merge_mget_10() -> Callable[[], object]:
-    """plan + one encode_command per shard + merge_array, the whole MGET path minus I/O."""
+    """plan (which frames each shard's part) + merge_array: the MGET path minus I/O."""
     args, positions, shard_of = _mget_setup()
     groups = split.plan(args, positions, 1, shard_of)
     replies = _shard_replies(groups)
-    encode = resp.encode_command
 
     def run() -> object:
         g = split.plan(args, positions, 1, shard_of)
-        for _, sub, _ in g:
-            encode(sub)
         return split.merge_array(10, [indexes for _, _, indexes in g])(replies)
 
     return run

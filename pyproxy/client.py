@@ -236,12 +236,12 @@ class Client(asyncio.Protocol):
             merge = _MERGES[command.merge]
         fan = FanOut(slot, len(parts), merge)
         pool.stats.fragments += len(parts)
-        for index, (shard_index, sub_args, _) in enumerate(parts):
+        for index, (shard_index, frame, _) in enumerate(parts):
             backend = pool.shard_route[shard_index]
             if backend is None:
                 fan.part(index).settle(self._no_master(shard_index))
             else:
-                backend.send(encode_command(sub_args), fan.part(index), self.id, self.resp3)
+                backend.send(frame, fan.part(index), self.id, self.resp3)
 
     # ------------------------------------------------------------ replies
 

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from pyproxy import split
+from pyproxy.resp import encode_command
 from pyproxy.slots import FanOut, Pending, flush_dirty
 
 
@@ -19,9 +20,9 @@ def test_plan_groups_per_shard_in_first_seen_order() -> None:
     args = [b"MGET", b"b1", b"a1", b"b2", b"c1", b"a2", b"b1"]
     parts = split.plan(args, [1, 2, 3, 4, 5, 6], 1, shard_of)
     assert parts == [
-        ("b", [b"MGET", b"b1", b"b2", b"b1"], [0, 2, 5]),
-        ("a", [b"MGET", b"a1", b"a2"], [1, 4]),
-        ("c", [b"MGET", b"c1"], [3]),
+        ("b", encode_command([b"MGET", b"b1", b"b2", b"b1"]), [0, 2, 5]),
+        ("a", encode_command([b"MGET", b"a1", b"a2"]), [1, 4]),
+        ("c", encode_command([b"MGET", b"c1"]), [3]),
     ]
 
 
@@ -29,14 +30,15 @@ def test_plan_mset_moves_values_with_their_keys() -> None:
     args = [b"MSET", b"a1", b"v1", b"b1", b"v2", b"a2", b"v3"]
     parts = split.plan(args, [1, 3, 5], 2, shard_of)
     assert parts == [
-        ("a", [b"MSET", b"a1", b"v1", b"a2", b"v3"], [0, 2]),
-        ("b", [b"MSET", b"b1", b"v2"], [1]),
+        ("a", encode_command([b"MSET", b"a1", b"v1", b"a2", b"v3"]), [0, 2]),
+        ("b", encode_command([b"MSET", b"b1", b"v2"]), [1]),
     ]
 
 
 def test_plan_single_shard_is_one_part() -> None:
     args = [b"DEL", b"a1", b"a2"]
-    assert split.plan(args, [1, 2], 1, shard_of) == [("a", [b"DEL", b"a1", b"a2"], [0, 1])]
+    assert split.plan(args, [1, 2], 1, shard_of) == [
+        ("a", encode_command([b"DEL", b"a1", b"a2"]), [0, 1])]
 
 
 def test_merge_array_restores_key_order() -> None:
