@@ -104,6 +104,11 @@ class Cluster:
         path = f"{CLUSTER}/{zkschema.shard_name(shard)}/{zkschema.member_prefix(address)}"
         return str(self.zk.create(path, b"", ephemeral=ephemeral, sequence=True))
 
+    def two_shards(self, a: Any, b: Any) -> tuple[str, str]:
+        """Lay out 0-2047 / 2048-4095 with ``a`` and ``b`` as their masters; their nodes."""
+        self.layout([(0, 2047), (2048, 4095)])
+        return self.register(0, a.address), self.register(1, b.address)
+
     def proxies(self) -> list[str]:
         return sorted(self.zk.get_children(PROXIES)) if self.zk.exists(PROXIES) else []
 
@@ -190,9 +195,7 @@ def test_registers_again_after_session_expiry_while_frozen(
     cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
 ) -> None:
     a, b, _ = two_redis
-    cluster.layout([(0, 2047), (2048, 4095)])
-    cluster.register(0, a.address)
-    cluster.register(1, b.address)
+    cluster.two_shards(a, b)
     proxy, port = _start_proxy(proxy_factory, zk_hosts,
                                two_shards(a, b),
                                session_ms=1000)
@@ -219,9 +222,7 @@ def test_zookeeper_masters_win_over_servers_list(
 ) -> None:
     a, b, wrong = two_redis
     wrong2 = redis_factory()
-    cluster.layout([(0, 2047), (2048, 4095)])
-    cluster.register(0, a.address)
-    cluster.register(1, b.address)
+    cluster.two_shards(a, b)
     # the servers list points both shards at the wrong redis servers
     proxy, port = _start_proxy(proxy_factory, zk_hosts,
                                [f"{wrong.address}:0-2047", f"{wrong2.address}:2048-4095"])
@@ -274,9 +275,7 @@ def test_two_weights_changed_in_one_transaction_move_slots(
     cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
 ) -> None:
     a, b, _ = two_redis
-    cluster.layout([(0, 2047), (2048, 4095)])
-    cluster.register(0, a.address)
-    cluster.register(1, b.address)
+    cluster.two_shards(a, b)
     _, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
     moving = [k for k in keys_for_shard(1, 400, "w") if slot_of(k.encode()) <= 3071][:20]
     assert moving
@@ -300,9 +299,7 @@ def test_bad_topologies_keep_routing_and_masterless_shard_errors_fast(
     cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
 ) -> None:
     a, b, _ = two_redis
-    cluster.layout([(0, 2047), (2048, 4095)])
-    cluster.register(0, a.address)
-    b_node = cluster.register(1, b.address)
+    _, b_node = cluster.two_shards(a, b)
     proxy, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
     k0, k1 = keys_for_shard(0, 1, "bad")[0], keys_for_shard(1, 1, "bad")[0]
     before = table_version(client)
