@@ -12,7 +12,6 @@ slots (they answer with an error); its keys never move to another shard.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from .backend import Backend
@@ -20,8 +19,6 @@ from .config import PoolConfig
 from .hashing import make_slotter
 from .routing import RoutingTable
 from .stats import PoolStats
-
-log = logging.getLogger("pyproxy.pool")
 
 
 class Pool:
@@ -65,16 +62,10 @@ class Pool:
         self.shard_route = shard_route
         slotter = self.slotter
         self.key_owner = lambda key: slot_owner[slotter(key)]  # key -> shard index
-        previous, self.table = self.table, table
+        self.table = table
         for address, backend in old.items():
             if address not in masters:
                 backend.retire()
-        if previous is not table:
-            for shard in table.shards:
-                before = previous.master_of(shard.name)
-                if before != shard.master:
-                    log.info("pool %s: shard %s master %s -> %s",
-                             self.name, shard.name, before, shard.master)
         if self.config.preconnect:
             for backend in masters.values():
                 backend.preconnect()

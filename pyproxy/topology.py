@@ -336,15 +336,18 @@ class Topology:
             log.error("zookeeper topology rejected: %s", problem)
         if problems:
             self.stats.rejected += 1
-        if table is None or _same_routing(table, current):
+        if table is None or (table.shards, table.source) == (current.shards, current.source):
             self._event_at = 0.0
             return
         for shard in table.shards:
             before = current.master_of(shard.name)
-            if before != shard.master and current.source == "zookeeper":
-                self.stats.master_changes[shard.name] = (
-                    self.stats.master_changes.get(shard.name, 0) + 1
-                )
+            if before != shard.master:
+                log.info("pool %s: shard %s master %s -> %s", self.config.name, shard.name,
+                         before, shard.master)
+                if current.source == "zookeeper":  # not the switch from `servers` at start
+                    self.stats.master_changes[shard.name] = (
+                        self.stats.master_changes.get(shard.name, 0) + 1
+                    )
         self.apply(table)
         self.stats.changes += 1
         if self._event_at:
@@ -365,8 +368,3 @@ class Topology:
 
 _STARTED = time.time()
 
-
-def _same_routing(a: RoutingTable, b: RoutingTable) -> bool:
-    return [(s.name, s.start, s.end, s.master, s.replicas) for s in a.shards] == [
-        (s.name, s.start, s.end, s.master, s.replicas) for s in b.shards
-    ] and a.source == b.source
