@@ -56,20 +56,23 @@ class ProxyState:
         self.config = config
         self.started = time.time()
         self.pools: list[Pool] = []
-        self.clients: int = 0
-        self.connections_total = 0
         self.open_clients: set[Client] = set()
 
+    @property
+    def clients(self) -> int:
+        return len(self.open_clients)
+
+    @property
+    def connections_total(self) -> int:
+        return sum(pool.stats.client_connections_total for pool in self.pools)
+
     def on_client_open(self, client: Client) -> None:
-        self.clients += 1
-        self.connections_total += 1
         self.open_clients.add(client)
         stats = client.pool.stats
         stats.client_connections += 1
         stats.client_connections_total += 1
 
     def on_client_close(self, client: Client) -> None:
-        self.clients -= 1
         self.open_clients.discard(client)
         stats = client.pool.stats
         stats.client_connections -= 1
