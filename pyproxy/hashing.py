@@ -31,7 +31,7 @@ __all__ = ["md5_hash", "hashed_part", "slot_of", "make_slotter"]
 def md5_hash(key: bytes) -> int:
     if not key:
         return 0
-    return int.from_bytes(md5(key).digest()[:4], "little")
+    return int(unpack_uint32(fast_md5(key).digest())[0])
 
 
 def hashed_part(key: bytes, hash_tag: bytes | None) -> bytes:
@@ -54,7 +54,7 @@ def slot_of(key: bytes, hash_tag: bytes | None = None, modulus: int = 4096) -> i
 def make_slotter(hash_tag: bytes | None, modulus: int) -> Callable[[bytes], int]:
     """Return the fastest ``key -> slot`` function for a pool's settings.
 
-    The tag-less variant inlines the md5 so the hot path costs one call per key.
+    The tag-less variant inlines ``md5_hash`` so the hot path costs one call per key.
     """
     if hash_tag is not None:
         def slot_tagged(key: bytes) -> int:
