@@ -409,20 +409,10 @@ def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
     return end
 
 
-def array_items(raw: bytes) -> list[bytes] | None:
-    """Split a raw array reply into the raw bytes of its elements (None for ``*-1``)."""
-    count = int(raw[1 : raw.find(CRLF)])
-    if count < 0:
-        return None
-    items = [b""] * count
-    place_items(raw, list(range(count)), items)
-    return items
-
-
 def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:
     """Put the raw elements of the array reply ``raw`` at ``into[places[i]]``; False if it
-    is not an array of ``len(places)`` elements. (``array_items`` without the list: the
-    merge of a split MGET walks each shard's reply once.)"""
+    is not an array of ``len(places)`` elements. The merge of a split MGET walks each
+    shard's reply once with it."""
     nl = raw.find(CRLF)
     if raw[0] != _STAR or int(raw[1:nl]) != len(places):
         return False
