@@ -21,7 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pyproxy import commands, hashing, resp, routing, split  # noqa: E402
+from pyproxy.protocol import commands, resp  # noqa: E402
+from pyproxy.proxy import fanout  # noqa: E402
+from pyproxy.routing import hashing  # noqa: E402
+from pyproxy.routing import table as routing  # noqa: E402
+from pyproxy.routing.routes import Routes  # noqa: E402
 
 SLOTS = 4096
 
@@ -95,17 +99,21 @@ def _table() -> routing.RoutingTable:
     )
 
 
-def route_get() -> Callable[[], object]:
-    """Command lookup + key slot + slot -> shard, as for one GET."""
-    slot = _slotter()
+def _routes() -> Routes[str]:
     table = _table()
+    return Routes(table, [shard.name for shard in table.shards], None)
+
+
+def route_get() -> Callable[[], object]:
+    """Command lookup + key -> slot -> shard endpoint, as for one GET."""
+    routes = _routes()
     lookup = commands.lookup
     args = [b"GET", _keys(1)[0]]
 
     def run() -> object:
         cmd = lookup(args[0])
         assert cmd is not None
-        return table.shard_for_slot(slot(args[1]))
+        return routes.locate(args[1])
 
     return run
 
@@ -113,14 +121,11 @@ def route_get() -> Callable[[], object]:
 # ------------------------------------------------------------------ split / merge (MGET)
 
 
-def _mget_setup() -> tuple[list[bytes], list[int], Callable[[bytes], int]]:
-    """MGET of 10 keys grouped the way Pool does it: slot -> owning shard's index."""
-    slot = _slotter()
-    table = _table()
-    owner = [i for i, s in enumerate(table.shards) for _ in range(s.start, s.end + 1)]
+def _mget_setup() -> tuple[list[bytes], list[int], Callable[[bytes], str]]:
+    """MGET of 10 keys grouped the way the executor does it: by the routes' endpoints."""
     args = [b"MGET", *_keys(10)]
     positions = list(range(1, 11))
-    return args, positions, lambda key: owner[slot(key)]
+    return args, positions, _routes().locate
 
 
 def _shard_replies(groups: list) -> list[bytes]:
@@ -129,30 +134,32 @@ def _shard_replies(groups: list) -> list[bytes]:
 
 def split_plan_mget_10() -> Callable[[], object]:
     args, positions, shard_of = _mget_setup()
-    groups = split.plan(args, positions, 1, shard_of)
+    groups = fanout.plan(args, positions, 1, shard_of)
     assert len(groups) == 2, "the 10 keys should span both shards"
-    return lambda: split.plan(args, positions, 1, shard_of)
+    return lambda: fanout.plan(args, positions, 1, shard_of)
 
 
 def merge_mget_10() -> Callable[[], object]:
     args, positions, shard_of = _mget_setup()
-    groups = split.plan(args, positions, 1, shard_of)
+    groups = fanout.plan(args, positions, 1, shard_of)
     replies = _shard_replies(groups)
-    merge = split.merge_array(10, [indexes for _, _, indexes in groups])
+    places = [indexes for _, _, indexes in groups]
+    merge = fanout.MERGES["array"]
     expected = resp.array([resp.bulk(b"xxx")] * 10)
-    assert merge(replies) == expected
-    return lambda: merge(replies)
+    assert merge.combine(replies, places, 10) == expected
+    return lambda: merge.combine(replies, places, 10)
 
 
 def split_merge_mget_10() -> Callable[[], object]:
-    """plan (which frames each shard's part) + merge_array: the MGET path minus I/O."""
+    """plan (which frames each shard's part) + the MGET merge: the MGET path minus I/O."""
     args, positions, shard_of = _mget_setup()
-    groups = split.plan(args, positions, 1, shard_of)
+    groups = fanout.plan(args, positions, 1, shard_of)
     replies = _shard_replies(groups)
+    merge = fanout.MERGES["array"]
 
     def run() -> object:
-        g = split.plan(args, positions, 1, shard_of)
-        return split.merge_array(10, [indexes for _, _, indexes in g])(replies)
+        g = fanout.plan(args, positions, 1, shard_of)
+        return merge.combine(replies, [indexes for _, _, indexes in g], 10)
 
     return run
 

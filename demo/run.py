@@ -842,7 +842,7 @@ class Demo:
         masters and replicas themselves."""
         if str(REPO) not in sys.path:
             sys.path.insert(0, str(REPO))
-        from pyproxy.hashing import slot_of
+        from pyproxy.routing.hashing import slot_of
 
         a, b = SERVER_A, SERVER_B
         steps = []

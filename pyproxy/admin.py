@@ -27,8 +27,9 @@ from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from . import config as configuration
-from . import zkschema
-from .hashing import slot_of
+from .cluster import zk as zkutil
+from .cluster import zkschema
+from .routing.hashing import slot_of
 from .watchdog.probe import Conn, RedisError, parse_role
 
 ZK_CONNECT_TIMEOUT = 5.0
@@ -60,7 +61,7 @@ def _zk_pool(loaded: configuration.Config, name: str | None) -> configuration.Po
 
 
 def _connect(hosts: str) -> KazooClient:
-    zk = KazooClient(hosts=hosts, timeout=10.0)
+    zk = zkutil.make_client(hosts, 10.0)
     try:
         zk.start(timeout=ZK_CONNECT_TIMEOUT)
     except KazooTimeoutError:

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.describe_stats:
-        from .statsport import describe
+        from .observe.statsport import describe
 
         print(describe())
         return 0

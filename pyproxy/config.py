@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from . import address
+
 SLOTS = 4096
 # `timeout` when a pool follows ZooKeeper and sets none (twemproxy's default is to wait
 # forever). With failover, a request held by a hung master must fail before a replica is
@@ -66,13 +68,10 @@ class PoolConfig:
     listen_port: int | None
     listen_path: str | None  # unix socket path
     listen_mode: int | None  # its permission bits, if given ("/tmp/p.sock 0666")
-    hash: str  # "md5"
     hash_tag: bytes | None  # exactly two bytes, e.g. b"{}"
-    distribution: str  # "modula"
     timeout_ms: int | None  # None = wait forever (ZooKeeper pools default to 1000)
     backlog: int
     preconnect: bool
-    redis: bool  # always True
     redis_auth: str | None
     redis_db: int
     server_connections: int
@@ -230,28 +229,11 @@ def _hash_tag(value: Any) -> bytes:
 
 # --- Addresses ----------------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-
-
-def _valid_host(host: str) -> bool:
-    """An IPv4 literal or a hostname (no IPv6: twemproxy's host:port syntax has none)."""
-    if _IPV4.fullmatch(host):
-        return all(int(part) <= 255 for part in host.split("."))
-    if re.fullmatch(r"[0-9.]+", host) or len(host) > 253:
-        return False
-    return all(_LABEL.fullmatch(label) for label in host.split("."))
-
-
 def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise _Invalid("expected 'host:port'")
-    if not _valid_host(host):
-        raise _Invalid(f"bad host {host!r} (expected an IPv4 address or a hostname)")
-    if not re.fullmatch("[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-        raise _Invalid(f"bad port {port!r} (expected 1..65535)")
-    return host, int(port)
+    try:
+        return address.parse(text)
+    except address.AddressError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 _Listen = tuple[str, str | None, int | None, str | None, int | None]
@@ -497,16 +479,19 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
     zk_host, zk_path, zk_cluster = _zookeeper(pool)
     servers, modulus = _pool_servers(pool, zookeeper=zk_host is not None)
     get = pool.get
+    # Keys in the order problems are reported. hash, distribution and redis have one possible
+    # value each: checked, not kept (every Config speaks Redis with md5 and modula).
+    get("hash", _hash, "md5", _MISSING_HASH)
+    hash_tag = get("hash_tag", _hash_tag, None)
+    get("distribution", _distribution, "modula", _MISSING_DISTRIBUTION)
+    timeout_ms = get("timeout", _milliseconds, ZOOKEEPER_TIMEOUT_MS if zk_host else None)
+    backlog = get("backlog", _positive, 512)
+    preconnect = get("preconnect", _boolean, False)
+    get("redis", _redis, True, _MISSING_REDIS)
     config = PoolConfig(
         name=name, listen=listen, listen_host=host, listen_port=port, listen_path=unix_path,
-        listen_mode=mode,
-        hash=get("hash", _hash, "md5", _MISSING_HASH),
-        hash_tag=get("hash_tag", _hash_tag, None),
-        distribution=get("distribution", _distribution, "modula", _MISSING_DISTRIBUTION),
-        timeout_ms=get("timeout", _milliseconds, ZOOKEEPER_TIMEOUT_MS if zk_host else None),
-        backlog=get("backlog", _positive, 512),
-        preconnect=get("preconnect", _boolean, False),
-        redis=get("redis", _redis, True, _MISSING_REDIS),
+        listen_mode=mode, hash_tag=hash_tag, timeout_ms=timeout_ms, backlog=backlog,
+        preconnect=preconnect,
         redis_auth=get("redis_auth", _string, None),
         redis_db=get("redis_db", _integer(0, "expected an integer >= 0"), 0),
         server_connections=get("server_connections", _positive, 1),

@@ -18,13 +18,18 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from . import routing, slots
-from .client import Client
+from . import address
+from .cluster.topology import Topology
 from .config import Config, PoolConfig
-from .pool import Pool
-from .routing import RoutingTable, Shard
-from .topology import Topology
+from .observe.snapshot import ProxySnapshot
+from .proxy.client import Client
+from .proxy.execute import Executor
+from .proxy.pool import Member, Pool
+from .proxy.replies import Flusher
+from .routing import table as routing
+from .routing.table import RoutingTable, Shard
 from .workers import SINGLE_PROCESS, Role
 
 log = logging.getLogger("pyproxy.server")
@@ -49,53 +54,37 @@ def static_table(config: PoolConfig) -> RoutingTable:
     return routing.build(shards, config.modulus, version=0, source="config")
 
 
-class ProxyState:
-    """What every client can see of the proxy as a whole (for INFO and the stats)."""
-
-    def __init__(self, config: Config):
-        self.config = config
-        self.started = time.time()
-        self.pools: list[Pool] = []
-        self.open_clients: set[Client] = set()
-
-    @property
-    def clients(self) -> int:
-        return len(self.open_clients)
-
-    @property
-    def connections_total(self) -> int:
-        return sum(pool.stats.client_connections_total for pool in self.pools)
-
-    def on_client_open(self, client: Client) -> None:
-        self.open_clients.add(client)
-        stats = client.pool.stats
-        stats.client_connections += 1
-        stats.client_connections_total += 1
-
-    def on_client_close(self, client: Client) -> None:
-        self.open_clients.discard(client)
-        stats = client.pool.stats
-        stats.client_connections -= 1
-        stats.client_eof += 1
-
-
 class Proxy:
     def __init__(self, config: Config, role: Role = SINGLE_PROCESS):
         self.config = config
         self.role = role
-        self.state = ProxyState(config)
+        self.started = time.time()
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
-        self.topologies: list[Topology] = []
+        self.topologies: dict[str, Topology] = {}  # by pool name
+        self.flusher: Flusher | None = None
+
+    def clients(self) -> list[Member]:
+        return [client for pool in self.pools.values() for client in pool.clients]
+
+    def snapshot(self) -> ProxySnapshot:
+        """What the proxy looks like now, in copies: for INFO, stats and metrics (on the loop)."""
+        pools = []
+        for name, pool in self.pools.items():
+            view = pool.snapshot()
+            topology = self.topologies.get(name)
+            if topology is not None:
+                view = replace(view, topology=topology.stats.snapshot())
+            pools.append(view)
+        return ProxySnapshot(self.started, tuple(pools))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        slots.use_scheduler(loop.call_soon)
+        self.flusher = Flusher(loop.call_soon)
         try:
             for pool_config in self.config.pools:
                 pool = Pool(pool_config, static_table(pool_config))
                 self.pools[pool_config.name] = pool
-                self.state.pools.append(pool)
                 self.servers.append(await self._listen(loop, pool))
                 log.info("pool %s listening on %s (%d shards)", pool.name, pool_config.listen,
                          len(pool.table.shards))
@@ -108,10 +97,12 @@ class Proxy:
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> asyncio.AbstractServer:
         config = pool.config
-        state = self.state
+        executor = Executor(pool, self.snapshot)
+        flusher = self.flusher
+        assert flusher is not None
 
         def factory() -> Client:
-            return Client(pool, state)
+            return Client(pool, executor, flusher)
 
         if config.listen_path is not None:
             server = await loop.create_unix_server(
@@ -134,57 +125,60 @@ class Proxy:
         while True:
             await asyncio.sleep(1.0)
             now = loop.time()
-            for client in list(self.state.open_clients):
-                limit = client.pool.config.client_idle_timeout_ms
-                if (limit and not client.queue and client.transport is not None
-                        and now - client.read_at > limit / 1000.0):
-                    log.info("closing client %s: idle for %d ms", client.peer, limit)
-                    client.transport.close()
+            for pool in self.pools.values():
+                limit = pool.config.client_idle_timeout_ms
+                if not limit:
+                    continue
+                for client in [c for c in pool.clients if c.idle_for(now) > limit / 1000.0]:
+                    log.info("closing client %s: idle for %d ms", client.session.peer, limit)
+                    client.close()
 
     def _follow(self, pool: Pool) -> None:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
                             register=self.role.registers)
-        self.topologies.append(topology)
+        self.topologies[pool.name] = topology
         topology.start()
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop accepting, deregister, wait up to ``grace`` s for in-flight replies, close."""
         for server in self.servers:
             server.close()
-        await asyncio.gather(*(t.stop() for t in self.topologies), return_exceptions=True)
+        await asyncio.gather(*(t.stop() for t in self.topologies.values()),
+                             return_exceptions=True)
         deadline = time.monotonic() + grace
-        while any(c.queue for c in self.state.open_clients) and time.monotonic() < deadline:
+        while any(c.queue for c in self.clients()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for client in list(self.state.open_clients):
-            if client.transport is not None:
-                client.transport.close()
+        for client in self.clients():
+            client.close()
         for pool in self.pools.values():
             pool.close()
         await asyncio.sleep(0)
 
 
 def _split_address(text: str, what: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` for the exporters' flags (the host defaults to 127.0.0.1)."""
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise StartupError(f"{what}: expected HOST:PORT, got {text!r}")
-    return host or "127.0.0.1", int(port)
+    try:
+        return address.parse(f"{host or '127.0.0.1'}:{port}")
+    except address.AddressError as exc:
+        raise StartupError(f"{what}: expected HOST:PORT, got {text!r} ({exc})") from None
 
 
 async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None) -> None:
-    from .metrics import serve_metrics
-    from .statsport import serve_stats
+    from .observe.metrics import serve_metrics
+    from .observe.statsport import serve_stats
 
     try:
         if metrics:
             host, port = _split_address(metrics, "--metrics")
             port = proxy.role.port(port)
-            serve_metrics(proxy, host, port)
+            serve_metrics(proxy.snapshot, asyncio.get_running_loop(), host, port)
             log.info("metrics on http://%s:%d/metrics", host, port)
         if stats:
             host, port = _split_address(stats, "stats address")
             port = proxy.role.port(port)
-            proxy.servers.append(await serve_stats(proxy, host, port))
+            proxy.servers.append(await serve_stats(proxy.snapshot, host, port))
             log.info("nutcracker-style stats on %s:%d", host, port)
     except OSError as exc:
         await proxy.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 import hiredis
 
-from pyproxy.resp import encode_command
+from pyproxy.protocol.resp import encode_command
 from tests.servers import free_port, redis_client
 
 # --------------------------------------------------------------------------- keys, ports

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyproxy.hashing import slot_of
+from pyproxy.routing.hashing import slot_of
 
 SHARD_SLOTS = ((0, 2047), (2048, 4095))
 

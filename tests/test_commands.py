@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import hiredis
 import pytest
 
-from pyproxy.commands import COMMANDS, KEY, LOCAL, REFUSED, SAME, SPLIT, lookup
-from pyproxy.resp import encode_command
+from pyproxy.protocol.commands import COMMANDS, KEY, LOCAL, REFUSED, SAME, SPLIT, lookup
+from pyproxy.protocol.resp import encode_command
 
 
 class Conn:

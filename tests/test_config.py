@@ -61,7 +61,6 @@ def test_seed_file_loads_unchanged() -> None:
     assert loaded.digest == hashlib.sha256((CONF / "icd.yml").read_bytes()).hexdigest()
     (pool,) = loaded.pools
     assert (pool.name, pool.listen_host, pool.listen_port) == ("alpha", "172.17.32.105", 22121)
-    assert (pool.hash, pool.distribution, pool.redis) == ("md5", "modula", True)
     assert (pool.timeout_ms, pool.server_retry_timeout_ms, pool.server_failure_limit) == (
         1000, 2000, 2)
     assert pool.auto_eject_hosts is False and pool.hash_tag is None

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyproxy import zkschema
+from pyproxy.cluster import zkschema
 from tests.cluster import (
     Record,
     SwitchWatch,

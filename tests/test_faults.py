@@ -258,24 +258,25 @@ class FakeTransport:
 
 class Waiter:
     def __init__(self) -> None:
-        self.deadline = 0.0
         self.replies: list[bytes] = []
 
     def settle(self, raw: bytes) -> None:
-        if not self.replies:  # idempotent, as slots.Pending
+        if not self.replies:  # idempotent, as replies.Reply
             self.replies.append(raw)
 
 
-def fake_connection(**settings: Any) -> tuple[Any, FakeTransport]:
+def fake_connection(**settings: Any) -> tuple[Any, Any, FakeTransport]:
+    """A backend Connection whose current link is "connected" to a FakeTransport."""
     from pyproxy import config
-    from pyproxy.backend import Backend
-    from pyproxy.stats import PoolStats
+    from pyproxy.observe.stats import PoolStats
+    from pyproxy.proxy.backend import Backend, Link
 
     pool = config.parse(pool_yaml(1, ["127.0.0.1:1:0-4095"], **settings)).pools[0]
     connection = Backend("127.0.0.1:1", pool, PoolStats()).connections[0]
     transport = FakeTransport()
-    connection.connection_made(transport)
-    return connection, transport
+    link = connection.link = Link(connection)
+    link.connection_made(transport)
+    return connection, link, transport
 
 
 REPLIES = [b"+OK\r\n", b"$-1\r\n", b"*2\r\n$1\r\na\r\n*-1\r\n", b"-ERR x\r\n", b":7\r\n",
@@ -288,18 +289,18 @@ def test_backend_pairs_replies_split_at_every_byte() -> None:
     async def run() -> None:
         stream = b"".join(REPLIES)
         for cut in range(1, len(stream)):
-            connection, transport = fake_connection()
+            connection, link, transport = fake_connection()
             waiters = [Waiter() for _ in REPLIES]
             for i, waiter in enumerate(waiters):
                 connection.send(b"*1\r\n$1\r\n%d\r\n" % i, waiter)
             await asyncio.sleep(0)  # one batched write per loop turn
             assert transport.written == b"".join(b"*1\r\n$1\r\n%d\r\n" % i
                                                  for i in range(len(REPLIES)))
-            connection.data_received(stream[:cut])
-            connection.data_received(stream[cut:])
+            link.data_received(stream[:cut])
+            link.data_received(stream[cut:])
             assert [w.replies for w in waiters] == [[r] for r in REPLIES], cut
             assert not connection.fifo and not transport.aborted
-            connection.data_received(b"+unasked\r\n")
+            link.data_received(b"+unasked\r\n")
             assert transport.aborted  # a reply nobody asked for: the connection is dropped
 
     asyncio.run(run())
@@ -309,7 +310,7 @@ def test_backend_timeouts_keep_waiters_until_their_late_replies() -> None:
     import asyncio
 
     async def run() -> None:
-        connection, transport = fake_connection(timeout=50, server_failure_limit=100,
+        connection, link, transport = fake_connection(timeout=50, server_failure_limit=100,
                                                 redis_auth="pw", redis_db=3)
         early = [Waiter() for _ in range(3)]
         for waiter in early:
@@ -322,10 +323,10 @@ def test_backend_timeouts_keep_waiters_until_their_late_replies() -> None:
         assert len(connection.fifo) == 5  # the prelude and the timed-out waiters stay
         late = Waiter()
         connection.send(b"GET\r\n", late)
-        connection.data_received(b"+OK\r\n+OK\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+        link.data_received(b"+OK\r\n+OK\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
         assert [w.replies for w in early] == [[w.replies[0]] for w in early]  # unchanged
         assert late.replies == [] and len(connection.fifo) == 1
-        connection.data_received(b"$4\r\nmine\r\n")
+        link.data_received(b"$4\r\nmine\r\n")
         assert late.replies == [b"$4\r\nmine\r\n"]
         assert not transport.aborted
 

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from pyproxy.hashing import hashed_part, make_slotter, md5_hash, slot_of
+from pyproxy.routing.hashing import hashed_part, make_slotter, md5_hash, slot_of
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy import zkschema
+from pyproxy.cluster import zkschema
 from tests.servers import free_port, pool_config, redis_client, two_shards, wait_until
 
 

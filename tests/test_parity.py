@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from pyproxy import resp
-from pyproxy.resp import encode_command
+from pyproxy.protocol import resp
+from pyproxy.protocol.resp import encode_command
 from tests.servers import RedisServer, free_port
 from tests.test_proxy import Raw, pool_yaml, slot
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import redis
 
-from pyproxy import resp
-from pyproxy.resp import encode_command
+from pyproxy.protocol import resp
+from pyproxy.protocol.resp import encode_command
 from tests.servers import ProxyProcess, RedisServer, free_port, pool_config, redis_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -372,7 +372,7 @@ def test_every_command_in_the_table_gets_exactly_one_reply(cluster: Cluster) -> 
     the connection stays usable (no exception escapes the proxy)."""
     import random
 
-    from pyproxy.commands import COMMANDS
+    from pyproxy.protocol.commands import COMMANDS
 
     rng = random.Random(7)
     pool = [b"fz:1", b"{fz}2", b"{fz}3", b"0", b"1", b"-1", b"2", b"STORE", b"STREAMS", b"x",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy import resp
-from pyproxy.resp import ProtocolError, RequestParser, split_inline
+from pyproxy.protocol import resp
+from pyproxy.protocol.resp import ProtocolError, RequestParser, split_inline
 
 
 def parse(*chunks: bytes, **limits: int) -> list:

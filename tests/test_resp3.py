@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from pyproxy import resp
+from pyproxy.protocol import resp
 from tests.keys import keys_for_shard
 from tests.servers import free_port, pool_config, two_shards
 

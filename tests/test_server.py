@@ -61,7 +61,7 @@ def test_sigterm_delivers_in_flight_replies_and_exits_0(
 
 
 def _shard0(key: bytes) -> bool:
-    from pyproxy.hashing import slot_of
+    from pyproxy.routing.hashing import slot_of
 
     return slot_of(key) <= 2047
 

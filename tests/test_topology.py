@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
-from pyproxy import zkschema
-from pyproxy.hashing import slot_of
-from pyproxy.routing import RoutingTable, Shard, build
-from pyproxy.topology import build_table
+from pyproxy.cluster import zkschema
+from pyproxy.cluster.topology import build_table
+from pyproxy.routing.hashing import slot_of
+from pyproxy.routing.table import RoutingTable, Shard, build
 from tests.keys import keys_for_shard
 from tests.servers import (
     RedisServer,
@@ -426,8 +426,8 @@ def test_register_adopts_the_node_its_own_session_created(zk_hosts: str) -> None
     import asyncio
 
     from pyproxy import config
+    from pyproxy.cluster.topology import Topology
     from pyproxy.server import static_table
-    from pyproxy.topology import Topology
 
     pool = config.parse(proxy_config(free_port(), zk_hosts, ["127.0.0.1:1:0-2047",
                                                              "127.0.0.1:2:2048-4095"])).pools[0]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pyproxy import zkschema
+from pyproxy.cluster import zkschema
 from tests.cluster import read_reply
 from tests.servers import (
     REPO_ROOT,

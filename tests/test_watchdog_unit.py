@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy.cluster.zkschema import order_members
 from pyproxy.watchdog import cli
 from pyproxy.watchdog import conf as confmod
 from pyproxy.watchdog.decide import (
@@ -37,7 +38,6 @@ from pyproxy.watchdog.probe import (
     encode,
     parse_role,
 )
-from pyproxy.zkschema import order_members
 
 ME = "10.0.0.1:6379"
 B = "10.0.0.2:6380"

@@ -9,7 +9,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from pyproxy import zkschema
+from pyproxy.cluster import zkschema
 from tests.servers import (
     free_port,
     pool_config,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pyproxy.zklog import OncePerInterval
+from pyproxy.cluster.zklog import OncePerInterval
 
 
 def record(message: str, level: int = logging.WARNING) -> logging.LogRecord:

@@ -1,4 +1,4 @@
-"""The watchdog (replaces the seed's ``redis-zoo-watchdog.elf``; system.md §4).
+"""The watchdog (replaces the seed's ``redis-zoo-watchdog.elf``; README "Watchdog").
 
 One watchdog runs beside each redis. While its redis answers health checks it holds one
 ephemeral sequential node ``<host:port>-<seq>`` under the shard's ZooKeeper path; the

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import sys
 from types import FrameType
 from typing import NoReturn
 
-from .. import __version__
+from .. import __version__, address
 from . import conf as confmod
 from .daemon import Daemon
 from .metrics import Metrics
@@ -35,7 +34,6 @@ from .probe import Conn, RedisError, check
 
 PROG = "pyproxy-watchdog"
 STARTUP_TIMEOUT = 1.0  # seconds the first health check may take
-_ADDRESS = re.compile(r"[A-Za-z0-9_.-]+:\d{1,5}")
 
 
 class UsageError(Exception):
@@ -48,8 +46,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _address(text: str) -> str:
-    if not _ADDRESS.fullmatch(text) or not 0 < int(text.rsplit(":", 1)[1]) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    try:
+        address.parse(text)
+    except address.AddressError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT: {exc}") from None
     return text
 
 
@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 3)
     metrics = Metrics()
     if args.metrics:
-        host, port = args.metrics.rsplit(":", 1)
+        host, port = address.parse(args.metrics)
         try:
-            metrics.serve(host, int(port))
+            metrics.serve(host, port)
         except OSError as exc:
             return _fail(f"--metrics {args.metrics}: {exc.strerror or exc}", 3)
     daemon = Daemon(conf, args.redis, args.shard, metrics)

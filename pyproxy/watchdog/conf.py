@@ -29,10 +29,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import address
+
 LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING",
               "ERROR": "ERROR"}
 
-_HOST_PORT = re.compile(r"[A-Za-z0-9_.-]+:\d{1,5}")
 _INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
@@ -66,8 +67,10 @@ class Conf:
 def _zk_servers(text: str) -> str:
     hosts, slash, chroot = text.partition("/")
     for entry in hosts.split(","):
-        if not _HOST_PORT.fullmatch(entry.strip()) or not 0 < int(entry.rsplit(":", 1)[1]) < 65536:
-            raise ValueError(f"{entry.strip()!r} is not host:port")
+        try:
+            address.parse(entry.strip())
+        except address.AddressError as exc:
+            raise ValueError(f"{entry.strip()!r} is not host:port: {exc}") from None
     if slash and (not chroot or chroot.endswith("/")):
         raise ValueError(f"chroot '/{chroot}' is not a path like /a/b")
     return text.replace(" ", "")

@@ -77,10 +77,11 @@ from typing import Any
 
 from kazoo.client import KazooState
 
+from .. import address
 from . import decide as d
 from .conf import Conf
 from .metrics import Metrics
-from .probe import Conn, Health, NotSent, RedisError, ReplyError, check, parse_role, split_address
+from .probe import Conn, Health, NotSent, RedisError, ReplyError, check, parse_role
 from .registrar import MissingShard, Registrar, ZkError
 
 log = logging.getLogger("pyproxy.watchdog")
@@ -250,7 +251,7 @@ class Daemon:
                 self.fenced = False
                 log.info("fence lifted (CLIENT UNPAUSE)")
             case d.Follow(master):
-                host, port = split_address(master)
+                host, port = address.parse(master)
                 self.redis.call("REPLICAOF", host, port)
                 self._set_role("slave", master)
                 log.info("now a replica of %s (REPLICAOF %s %d)", master, host, port)
@@ -366,7 +367,7 @@ class Daemon:
             time.sleep(CATCH_UP_POLL)
 
     def _demote(self, previous: str, answered: bool) -> None:
-        host, port = split_address(self.me)
+        host, port = address.parse(self.me)
         commands = (("REPLICAOF", host, port), ("CLIENT", "UNPAUSE"))
         conn = Conn(previous, self.conf.probe_timeout)
         try:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..zkschema import Member
+from ..cluster.zkschema import Member
 from .probe import Health
 
 

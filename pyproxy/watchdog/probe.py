@@ -29,6 +29,8 @@ from typing import Any
 
 import hiredis
 
+from .. import address as addresses
+
 Command = Sequence[str | int]
 
 
@@ -52,18 +54,12 @@ def encode(command: Command) -> bytes:
     return b"".join(parts)
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``("host", port)`` (the last colon splits)."""
-    host, _, port = address.rpartition(":")
-    return host, int(port)
-
-
 class Conn:
     """One connection to ``host:port``, reconnected on demand."""
 
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
-        self.host, self.port = split_address(address)
+        self.host, self.port = addresses.parse(address)
         self.timeout = timeout
         self.run_id: str | None = None
         self._sock: socket.socket | None = None

@@ -14,7 +14,7 @@ Invariants:
 * ``list`` re-arms the children watch each time it reads (kazoo drops watches when the
   connection is suspended), so after every delivery or reconnection the daemon re-reads.
 * A child with our address that is not our node is classified by its ``ephemeralOwner``:
-  our session -> an orphan of a create whose reply was lost (testing.md: a create that timed
+  our session -> an orphan of a create whose reply was lost (a create that timed
   out may still have happened); another session -> a ghost of a previous watchdog.
 * A missing shard path is not created (the admin lays out shards and their weights): the
   daemon logs it and keeps retrying.
@@ -26,17 +26,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from .. import zkschema
-from ..zklog import quiet_kazoo_reconnects
+from ..cluster import zk as zkutil
+from ..cluster import zkschema
 from .decide import Listing
 
 log = logging.getLogger("pyproxy.watchdog.zk")
-
-CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
 
 
 class ZkError(Exception):
@@ -54,9 +52,7 @@ class Registrar:
         self.me = me
         self.op_timeout = session_timeout / 6
         self._on_event = on_event
-        quiet_kazoo_reconnects()
-        self.zk = KazooClient(hosts=hosts, timeout=session_timeout,
-                              connection_retry=CONNECTION_RETRY)
+        self.zk = zkutil.make_client(hosts, session_timeout)
         self.zk.add_listener(self._on_state)
 
     # -- kazoo threads: enqueue only
@@ -80,8 +76,7 @@ class Registrar:
 
     @property
     def session_id(self) -> int | None:
-        client_id = self.zk.client_id
-        return client_id[0] if client_id else None
+        return zkutil.session_id(self.zk)
 
     def _wait(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.connected:
@@ -110,18 +105,18 @@ class Registrar:
         for m in members:
             if m.address != self.me or m.name == node:
                 continue
-            owner = self._owner(m.name)
-            if owner is None:
-                continue
-            (orphans if owner == session else ghosts).append(m.name)
+            holder = zkutil.ownership(self._stat(m.name), session)
+            if holder is zkutil.Ownership.MINE:
+                orphans.append(m.name)
+            elif holder is zkutil.Ownership.OTHER:
+                ghosts.append(m.name)
         return Listing(members, tuple(orphans), tuple(ghosts))
 
-    def _owner(self, name: str) -> int | None:
+    def _stat(self, name: str) -> Any:
         try:
-            stat = self._wait("stat", self.zk.exists_async, self.path(name))
+            return self._wait("stat", self.zk.exists_async, self.path(name))
         except NoNodeError:
             return None
-        return stat.ephemeralOwner if stat is not None else None
 
     def create(self) -> str:
         """Create our ephemeral sequential node; return its name."""

@@ -5,14 +5,21 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
     client A ─┐                      ┌─ out:  [req1, req2, req3]  -> one write per loop turn
     client B ─┼─> Backend.send ─> Connection
     client A ─┘                      └─ fifo: [w1,   w2,   w3  ]  <- replies pop from the head
+                                        sent: [t1,   t2,   t3  ]     (send times, beside fifo)
 
 * Strict FIFO: the n-th reply read from a connection answers the n-th request written to it.
   A written request is never removed early (one still waiting for the connection to be
   made was never written, and leaves the queue when it times out). When a written request
   times out its waiter is settled with an error *and stays in the FIFO*; its late reply is
   swallowed (``settle`` is idempotent), so pairing never slips.
-* One timer per connection, armed for the oldest waiter not yet timed out (deadlines are in
-  send order because every request on a pool has the same timeout).
+* One TCP connection at a time per ``Connection``: a connect starts only when none is open
+  or being made, and each TCP connection has its own ``Link`` (the asyncio protocol), whose
+  events count only while it is the connection's current link — so two sockets never feed
+  one FIFO, and a late event of a dropped socket never touches its successor. The setup
+  prelude (AUTH, SELECT, HELLO 3) goes in front of requests that were never written.
+* The connection keeps its own timer state: the send time of every waiter (``sent``), one
+  timer armed for the oldest waiter not yet timed out (send times are in FIFO order and every
+  request on a pool has the same timeout). Waiters carry nothing but ``settle``.
 * Writes are batched: requests queue in ``out`` and one ``call_soon`` per loop turn writes them
   all, so fifty clients sending at once cost one syscall.
 * A connection that fails (refused, lost, ``server_failure_limit`` timeouts in a row) errors
@@ -20,7 +27,9 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   immediate error, never a hang. Retry delays back off from 50 ms to 1 s; with
   ``auto_eject_hosts`` and the failure limit reached, the server rests for
   ``server_retry_timeout``. A down server is never replaced by another shard's server.
-* Replies are forwarded as the exact bytes Redis sent: this module only finds their ends.
+* Replies are forwarded as the exact bytes Redis sent: this module only finds their ends. A
+  reply that is not RESP is a protocol violation: one log line, the connection is dropped and
+  its waiters get an error — other connections never notice.
 * With ``server_connections`` > 1 a client keeps to one connection per server (chosen by
   its id), so Redis runs each client's requests in the order it sent them; round robin
   would let ``SET k v`` then ``GET k`` of one pipeline run in the other order (a known
@@ -34,24 +43,18 @@ import logging
 import socket
 import time
 from collections import deque
-from itertools import islice
-from typing import Protocol as TypingProtocol
 
-from . import resp
-from .config import PoolConfig
-from .slots import Swallow
-from .stats import PoolStats, ServerStats
+from .. import address as addresses
+from ..config import PoolConfig
+from ..observe.snapshot import BackendSnapshot
+from ..observe.stats import PoolStats, ServerStats, copy_counters
+from ..protocol import resp
+from .replies import Swallow, Waiter
 
 log = logging.getLogger("pyproxy.backend")
 
 _MIN_RETRY = 0.05
 _MAX_RETRY = 1.0
-
-
-class Waiter(TypingProtocol):
-    deadline: float
-
-    def settle(self, raw: bytes) -> None: ...
 
 
 class Backend:
@@ -66,10 +69,8 @@ class Backend:
                  "retired", "stats", "pool_stats")
 
     def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
-        host, _, port = address.rpartition(":")
         self.address = address
-        self.host = host
-        self.port = int(port)
+        self.host, self.port = addresses.parse(address)
         self.settings = settings
         self.stats = ServerStats()
         self.pool_stats = pool_stats  # for the pool-wide forward_error and server_ejects
@@ -105,31 +106,67 @@ class Backend:
         for connection in self.all_connections():
             connection.close_when_idle()
 
-    @property
-    def up(self) -> bool:
-        return any(c.transport is not None for c in self.all_connections())
+    def snapshot(self) -> BackendSnapshot:
+        connections = self.all_connections()
+        queued = [payload for c in connections for payload in c.out]
+        waiting = sum(len(c.fifo) for c in connections)
+        return BackendSnapshot(
+            address=self.address,
+            connections=sum(1 for c in connections if c.transport is not None),
+            queued=len(queued),
+            queued_bytes=sum(map(len, queued)),
+            inflight=max(waiting - len(queued), 0),
+            stats=copy_counters(self.stats),
+        )
 
-    @property
-    def inflight(self) -> int:
-        return sum(len(c.fifo) for c in self.all_connections())
+
+class Link(asyncio.Protocol):
+    """The protocol of one TCP connection; its events reach its ``Connection`` only while it
+    is that connection's current link."""
+
+    __slots__ = ("connection", "transport")
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.connection.link is self:
+            self.connection.on_link_made(self)
+        else:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        connection = self.connection
+        if connection.link is self:
+            connection.on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        connection = self.connection
+        if connection.link is self:
+            connection.on_link_lost(exc)
 
 
-class Connection(asyncio.Protocol):
-    """One TCP connection to a redis-server, carrying many clients' requests."""
+class Connection:
+    """One logical pipelined connection to a redis-server, carrying many clients' requests;
+    it reconnects (a new ``Link``) after a failure."""
 
     __slots__ = (
-        "backend", "loop", "transport", "connecting", "fifo", "out", "flush_scheduled",
-        "rest", "expired", "timer", "failures", "retry_at", "last_error", "closing",
-        "timeout", "resp3", "connect_task",
+        "backend", "loop", "link", "transport", "connecting", "fifo", "sent", "out",
+        "flush_scheduled", "rest", "expired", "timer", "failures", "retry_at", "last_error",
+        "closing", "timeout", "resp3", "connect_task",
     )
 
     def __init__(self, backend: Backend, resp3: bool = False):
         self.backend = backend
         self.resp3 = resp3
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.link: Link | None = None  # the TCP connection open or being made
+        self.transport: asyncio.Transport | None = None  # the link's, once it is made
         self.connecting = False
         self.fifo: deque[Waiter] = deque()
+        self.sent: deque[float] = deque()  # loop time each waiter in fifo was queued
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.rest: bytearray | None = None  # an incomplete reply
@@ -154,11 +191,11 @@ class Connection(asyncio.Protocol):
         stats = self.backend.stats
         stats.requests += 1
         stats.request_bytes += len(payload)
-        # deadline - timeout is the send time: the per-backend latency needs no extra field
-        waiter.deadline = self.loop.time() + self.timeout
+        now = self.loop.time()
         if self.timeout and self.timer is None:
-            self.timer = self.loop.call_at(waiter.deadline, self._on_timer)
+            self.timer = self.loop.call_at(now + self.timeout, self._on_timer)
         self.fifo.append(waiter)
+        self.sent.append(now)
         self.out.append(payload)
         if not self.flush_scheduled and self.transport is not None:
             self.flush_scheduled = True
@@ -178,42 +215,51 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------ connecting
 
     def connect_if_due(self) -> bool:
-        """Start connecting unless the server is resting after failures; True if started."""
+        """Start connecting unless connected, connecting, closing or resting after failures;
+        True if a connection is open or on its way."""
+        if self.transport is not None or self.connecting:
+            return True
         if self.closing or self.loop.time() < self.retry_at:
             return False
         self.connecting = True
-        self.connect_task = self.loop.create_task(self._connect())
+        link = self.link = Link(self)
+        self.connect_task = self.loop.create_task(self._connect(link))
         return True
 
-    async def _connect(self) -> None:
+    async def _connect(self, link: Link) -> None:
         backend = self.backend
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, backend.host, backend.port),
+                self.loop.create_connection(lambda: link, backend.host, backend.port),
                 timeout=self.timeout or 5.0,
             )
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, UnicodeError) as exc:  # UnicodeError: an unusable name
+            if self.link is not link:
+                return
+            self.link = None
             self.connecting = False
-            why = exc.strerror if isinstance(exc, OSError) else "timed out"
+            why = exc.strerror if isinstance(exc, OSError) else (
+                "timed out" if isinstance(exc, TimeoutError) else f"bad host name ({exc})")
             self.backend.stats.server_err += 1
             self._fail(f"connect failed: {why}")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def on_link_made(self, link: Link) -> None:
+        transport = link.transport
+        assert transport is not None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self.connecting = False
         self.backend.stats.reconnects += 1
         prelude = self._prelude()
         if prelude:
-            # Deadlines stay in FIFO order (the timer relies on it) and are real times (a
-            # zero would read as "timed out" to the timer and as an endless latency).
-            deadline = self.fifo[0].deadline if self.fifo else self.loop.time() + self.timeout
-            for waiter, _ in prelude:
-                waiter.deadline = deadline
-            self.fifo.extendleft(reversed([w for w, _ in prelude]))
-            self.out[:0] = [p for _, p in prelude]
+            # Nothing in fifo was written yet (a lost connection errors every waiter), so the
+            # prelude can go first; its send time is the oldest's, keeping ``sent`` ordered.
+            queued_at = self.sent[0] if self.sent else self.loop.time()
+            self.fifo.extendleft(reversed([waiter for waiter, _ in prelude]))
+            self.sent.extendleft([queued_at] * len(prelude))
+            self.out[:0] = [payload for _, payload in prelude]
         log.info("backend %s connected", self.backend.address)
         self._flush()
 
@@ -235,17 +281,23 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ receiving
 
-    def data_received(self, data: bytes) -> None:
+    def on_data(self, data: bytes) -> None:
+        try:
+            self._replies(data)
+        except ValueError as exc:  # resp.MalformedReply, or a length that is not a number
+            self._protocol_violation(str(exc))
+
+    def _replies(self, data: bytes) -> None:
         if self.rest is not None:
             self.rest += data
             if resp.reply_end(self.rest, 0) < 0:
                 return
             data = bytes(self.rest)
             self.rest = None
-        fifo = self.fifo
+        fifo, sent = self.fifo, self.sent
         reply_end = resp.reply_end
         stats = self.backend.stats
-        observe, sent_offset = stats.latency.observe, self.loop.time() + self.timeout
+        observe, now = stats.latency.observe, self.loop.time()
         size = len(data)
         stats.response_bytes += size
         pos = 0
@@ -255,11 +307,10 @@ class Connection(asyncio.Protocol):
                 self.rest = bytearray(data[pos:])
                 break
             if not fifo:
-                self._protocol_violation("a reply nobody asked for")
-                return
+                raise resp.MalformedReply("a reply nobody asked for")
             waiter = fifo.popleft()
             waiter.settle(data if (pos == 0 and end == size) else data[pos:end])
-            observe(sent_offset - waiter.deadline)
+            observe(now - sent.popleft())
             stats.responses += 1
             if self.expired:
                 self.expired -= 1
@@ -272,35 +323,42 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _protocol_violation(self, what: str) -> None:
-        log.error("backend %s sent %s; dropping the connection", self.backend.address, what)
-        if self.transport is not None:
-            self.transport.abort()
+        """The backend sent something that is not RESP: pairing is lost, so the connection
+        goes, and every request on it gets an error now (one log line, no traceback)."""
+        log.error("backend %s sent a malformed reply (%s); dropping the connection",
+                  self.backend.address, what[:200])
+        self.backend.stats.server_err += 1
+        self._drop()
+        self._fail("it sent a malformed reply", announce=False)
 
     # ------------------------------------------------------------ timeouts
 
     def _on_timer(self) -> None:
         self.timer = None
         now = self.loop.time()
-        fifo = self.fifo
-        timed_out = 0
+        timeout = self.timeout
+        sent = self.sent
+        first, timed_out = self.expired, 0
         next_deadline = 0.0
-        for waiter in islice(fifo, self.expired, None):
-            if waiter.deadline > now:
-                next_deadline = waiter.deadline
+        for index in range(first, len(sent)):
+            if sent[index] + timeout > now:
+                next_deadline = sent[index] + timeout
                 break
             timed_out += 1
         if timed_out:
             error = resp.error(
                 f"ERR pyproxy: backend {self.backend.address} timed out "
-                f"after {int(self.timeout * 1000)} ms"
+                f"after {int(timeout * 1000)} ms"
             )
-            for waiter in list(islice(fifo, self.expired, self.expired + timed_out)):
-                waiter.settle(error)
+            fifo = self.fifo
+            for index in range(first, first + timed_out):
+                fifo[index].settle(error)
             if self.transport is None:
                 # Still connecting: nothing was written, so these leave the queue for good
                 # (with their payloads, which line up with fifo until the prelude goes in).
                 for _ in range(timed_out):
                     fifo.popleft()
+                    sent.popleft()
                 del self.out[:timed_out]
             else:
                 self.expired += timed_out
@@ -313,11 +371,19 @@ class Connection(asyncio.Protocol):
         if timed_out and self.failures >= self.backend.settings.server_failure_limit:
             self.last_error = "timed out"
             if self.transport is not None:
-                self.transport.abort()  # connection_lost errors the rest
+                self.transport.abort()  # on_link_lost errors the rest
 
     # ------------------------------------------------------------ failure and close
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _drop(self) -> None:
+        """Forget the current link at once (its late events are ignored) and abort it."""
+        transport, self.link, self.transport = self.transport, None, None
+        self.connecting = False
+        if transport is not None:
+            transport.abort()
+
+    def on_link_lost(self, exc: Exception | None) -> None:
+        self.link = None
         self.transport = None
         if exc is None:
             self.backend.stats.server_eof += 1
@@ -328,7 +394,7 @@ class Connection(asyncio.Protocol):
             return
         self._fail(f"connection lost: {exc}" if exc else self.last_error or "connection closed")
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, announce: bool = True) -> None:
         self.last_error = why
         self.failures += 1
         settings = self.backend.settings
@@ -340,13 +406,15 @@ class Connection(asyncio.Protocol):
             delay = min(_MIN_RETRY * 2 ** (self.failures - 1), _MAX_RETRY,
                         settings.server_retry_timeout_ms / 1000.0)
         self.retry_at = self.loop.time() + delay
-        log.warning("backend %s down: %s (retry in %.2fs)", self.backend.address, why, delay)
+        if announce:
+            log.warning("backend %s down: %s (retry in %.2fs)", self.backend.address, why, delay)
         self._error_all(f"ERR pyproxy: backend {self.backend.address} failed: {why}")
 
     def _error_all(self, message: str) -> None:
         error = resp.error(message)
         fifo = self.fifo
         self.fifo = deque()
+        self.sent = deque()
         self.out.clear()
         self.expired = 0
         self.rest = None

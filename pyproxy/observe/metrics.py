@@ -2,7 +2,9 @@
 
 The hot path never touches prometheus_client: it bumps plain ints (see ``stats``), and
 ``ProxyCollector.collect`` turns them into metric families when Prometheus scrapes. The
-HTTP server is prometheus_client's own, in its thread; reading ints there is safe.
+HTTP server is prometheus_client's own, in its thread, which never touches a live object:
+each scrape asks the event loop for a ``ProxySnapshot`` (built there, from copies) and waits
+for it, so nothing the loop changes can change under the collector's iteration.
 
 Labels are pool, shard, backend address and command-table names — never keys — so the
 number of series is fixed by the configuration, not by traffic.
@@ -10,9 +12,10 @@ number of series is fixed by the configuration, not by traffic.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -22,15 +25,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-from . import __version__
+from .. import __version__
+from .snapshot import ProxySnapshot
 from .stats import COMMAND_NAMES, Histogram
 
-if TYPE_CHECKING:
-    from .server import Proxy
+SNAPSHOT_WAIT = 5.0  # seconds a scrape waits for the event loop before it fails
 
 # series -> (type, help, PoolStats attribute). Counters get ``_total`` from prometheus_client.
 POOL_SERIES = {
-    "client_connections": ("gauge", "Client connections open now", "client_connections"),
     "client_connections_total": ("counter", "Client connections accepted",
                                  "client_connections_total"),
     "client_errors": ("counter", "Client connections closed on an error (nutcracker "
@@ -68,24 +70,47 @@ def _add_histogram(family: HistogramMetricFamily, values: list[str], hist: Histo
     family.add_metric(values, hist.cumulative(), hist.total)
 
 
+def on_loop(make: Callable[[], ProxySnapshot],
+            loop: asyncio.AbstractEventLoop) -> Callable[[], ProxySnapshot]:
+    """``make`` run on ``loop`` from another thread, waited for (at most SNAPSHOT_WAIT s)."""
+
+    def snapshot() -> ProxySnapshot:
+        future: concurrent.futures.Future[ProxySnapshot] = concurrent.futures.Future()
+
+        def build() -> None:
+            try:
+                future.set_result(make())
+            except BaseException as exc:  # handed to the scraping thread, raised there
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(build)
+        return future.result(timeout=SNAPSHOT_WAIT)
+
+    return snapshot
+
+
 class ProxyCollector:
-    def __init__(self, proxy: Proxy):
-        self.proxy = proxy
+    def __init__(self, snapshot: Callable[[], ProxySnapshot]):
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        proxy = self.proxy
-        state = proxy.state
+        view = self.snapshot()
         info = GaugeMetricFamily("pyproxy_info", "pyproxy version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield GaugeMetricFamily("pyproxy_uptime_seconds", "Seconds since start",
-                                value=time.time() - state.started)
-        yield from self._pools()
-        yield from self._backends()
-        yield from self._topology()
+                                value=time.time() - view.started)
+        yield from self._pools(view)
+        yield from self._backends(view)
+        yield from self._topology(view)
 
-    def _pools(self) -> Iterator[Metric]:
-        pools = self.proxy.state.pools
+    def _pools(self, view: ProxySnapshot) -> Iterator[Metric]:
+        pools = view.pools
+        clients = GaugeMetricFamily("pyproxy_client_connections", "Client connections open now",
+                                    labels=["pool"])
+        for pool in pools:
+            clients.add_metric([pool.name], pool.clients)
+        yield clients
         for series, (kind, help_text, attr) in POOL_SERIES.items():
             family: Metric
             if kind == "gauge":
@@ -114,7 +139,7 @@ class ProxyCollector:
         yield errors
         yield latency
 
-    def _backends(self) -> Iterator[Metric]:
+    def _backends(self, view: ProxySnapshot) -> Iterator[Metric]:
         labels = ["pool", "shard", "backend"]
         up = GaugeMetricFamily("pyproxy_backend_up", "1 if a connection to the backend is open",
                                labels=labels)
@@ -126,13 +151,13 @@ class ProxyCollector:
         }
         latency = _histogram("pyproxy_backend_request_duration_seconds",
                              "Backend latency: request queued to reply read", labels)
-        for pool in self.proxy.state.pools:
-            for shard in pool.table.shards:
-                backend = pool.backends.get(shard.master) if shard.master else None
+        for pool in view.pools:
+            for index, shard in enumerate(pool.table.shards):
+                backend = pool.backend_of(index)
                 if backend is None:
                     continue
                 values = [pool.name, shard.name, backend.address]
-                up.add_metric(values, 1 if backend.up else 0)
+                up.add_metric(values, 1 if backend.connections else 0)
                 inflight.add_metric(values, backend.inflight)
                 for series, (_, _, attr) in BACKEND_SERIES.items():
                     counters[series].add_metric(values, getattr(backend.stats, attr))
@@ -142,10 +167,10 @@ class ProxyCollector:
         yield from counters.values()
         yield latency
 
-    def _topology(self) -> Iterator[Metric]:
+    def _topology(self, view: ProxySnapshot) -> Iterator[Metric]:
         version = GaugeMetricFamily("pyproxy_topology_version",
                                     "Version of the routing table in force", labels=["pool"])
-        for pool in self.proxy.state.pools:
+        for pool in view.pools:
             version.add_metric([pool.name], pool.table.version)
         yield version
         session = GaugeMetricFamily("pyproxy_zookeeper_session",
@@ -160,8 +185,10 @@ class ProxyCollector:
         apply = GaugeMetricFamily("pyproxy_topology_apply_seconds",
                                   "ZooKeeper event to new table in effect, last change",
                                   labels=["pool"])
-        for topology in self.proxy.topologies:
-            name, stats = topology.config.name, topology.stats
+        for pool in view.pools:
+            name, stats = pool.name, pool.topology
+            if stats is None:
+                continue
             for state in ("CONNECTING", "CONNECTED", "SUSPENDED", "LOST"):
                 session.add_metric([name, state], 1 if stats.session_state == state else 0)
             changes.add_metric([name], stats.changes)
@@ -172,11 +199,13 @@ class ProxyCollector:
         yield from (session, changes, rejected, masters, apply)
 
 
-def serve_metrics(proxy: Proxy, host: str, port: int) -> None:
-    """Serve ``/metrics`` on host:port from prometheus_client's HTTP thread.
+def serve_metrics(snapshot: Callable[[], ProxySnapshot], loop: asyncio.AbstractEventLoop,
+                  host: str, port: int) -> None:
+    """Serve ``/metrics`` on host:port from prometheus_client's HTTP thread; ``snapshot`` is
+    run on ``loop`` for every scrape.
 
     Raises OSError (e.g. address in use) for the caller to report as a startup error.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(proxy))  # type: ignore[arg-type]
+    registry.register(ProxyCollector(on_loop(snapshot, loop)))  # type: ignore[arg-type]
     start_http_server(port, addr=host, registry=registry)

@@ -2,9 +2,9 @@
 
 The hot path only ever does ``x += 1`` on an attribute or a list slot (about 0.1 µs; a
 Prometheus ``.labels().inc()`` costs ~3 µs). Exporters — INFO, the Prometheus collector in
-``metrics``, the nutcracker-style stats port — read these when asked, from the loop or
-from the HTTP thread (reading an int under the GIL is safe). No key ever becomes a label:
-per-command series are indexed by the command table's own numbering.
+``metrics``, the nutcracker-style stats port — never read the live objects: ``copy()``, run
+on the event loop, gives them a private copy inside a snapshot (see ``snapshot``). No key ever
+becomes a label: per-command series are indexed by the command table's own numbering.
 
 Names follow nutcracker's where nutcracker has the same counter (``client_eof``,
 ``server_timedout``, ``fragments`` ...), so the stats port can serve its JSON shape.
@@ -15,8 +15,11 @@ Pure: no I/O.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import TypeVar
 
-from .commands import COMMANDS
+from ..protocol.commands import COMMANDS
+
+_C = TypeVar("_C", "PoolStats", "ServerStats")
 
 # Latency buckets in seconds: fine around the 0.1-1 ms where a healthy proxy lives.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -43,6 +46,11 @@ class Histogram:
         self.total += seconds
         self.count += 1
 
+    def copy(self) -> Histogram:
+        twin = Histogram()
+        twin.counts, twin.total, twin.count = self.counts[:], self.total, self.count
+        return twin
+
     def cumulative(self) -> list[tuple[str, int]]:
         running, out = 0, []
         for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts, strict=True):
@@ -55,14 +63,13 @@ class PoolStats:
     """Per pool: nutcracker's pool counters plus pyproxy's own."""
 
     __slots__ = (
-        "client_connections", "client_connections_total", "client_eof", "client_err",
+        "client_connections_total", "client_eof", "client_err",
         "server_ejects", "forward_error", "fragments", "requests", "request_bytes",
         "response_bytes", "unknown", "refused", "protocol_errors", "commands",
         "command_errors", "latency",
     )
 
     def __init__(self) -> None:
-        self.client_connections = 0
         self.client_connections_total = 0
         self.client_eof = 0
         self.client_err = 0
@@ -99,3 +106,16 @@ class ServerStats:
         self.response_bytes = 0
         self.reconnects = 0
         self.latency = Histogram()  # request written -> reply read, per backend
+
+
+def copy_counters(stats: _C) -> _C:
+    """A private copy of a counters object (lists and histograms copied, ints as they are)."""
+    twin = object.__new__(type(stats))
+    for name in type(stats).__slots__:
+        value = getattr(stats, name)
+        if isinstance(value, list):
+            value = value[:]
+        elif isinstance(value, Histogram):
+            value = value.copy()
+        setattr(twin, name, value)
+    return twin

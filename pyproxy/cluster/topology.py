@@ -36,17 +36,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.retry import KazooRetry
 
-from . import __version__, routing, zklog, zkschema
-from .config import PoolConfig
-from .routing import RoutingTable, Shard, TopologyError
+from .. import __version__
+from ..config import PoolConfig
+from ..observe.snapshot import TopologySnapshot
+from ..routing import table as routing
+from ..routing.table import RoutingTable, Shard, TopologyError
+from . import zk as zkutil
+from . import zkschema
 
 log = logging.getLogger("pyproxy.topology")
-
-CONNECTION_RETRY = dict(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
 
 
 class TopologyStats:
@@ -60,6 +62,11 @@ class TopologyStats:
         self.master_changes: dict[str, int] = {}
         self.last_apply_seconds = 0.0  # ZooKeeper event -> new table in effect
         self.registrations = 0
+
+    def snapshot(self) -> TopologySnapshot:
+        return TopologySnapshot(self.session_state, self.changes, self.rejected,
+                                dict(self.master_changes), self.last_apply_seconds,
+                                self.registrations)
 
 
 def build_table(
@@ -123,12 +130,9 @@ class Topology:
         self.registers = register  # False for workers other than worker 0
         self.stats = TopologyStats()
         self.loop = asyncio.get_running_loop()
-        zklog.quiet_kazoo_reconnects()
-        self.zk = KazooClient(
-            hosts=config.zookeeper_host,
-            timeout=config.zookeeper_session_timeout_ms / 1000.0,
-            connection_retry=KazooRetry(**CONNECTION_RETRY),
-            command_retry=KazooRetry(max_tries=3, delay=0.1, backoff=2, max_delay=1.0),
+        self.zk = zkutil.make_client(
+            config.zookeeper_host, config.zookeeper_session_timeout_ms / 1000.0,
+            command_retry=KazooRetry(**zkutil.COMMAND_RETRY),
         )
         self.zk.add_listener(self._on_state_threaded)
         self._session: int | None = None
@@ -197,7 +201,7 @@ class Topology:
             return
         self.stats.session_state = str(state)
         if state == KazooState.CONNECTED:
-            session = self.zk.client_id[0] if self.zk.client_id else None
+            session = zkutil.session_id(self.zk)
             if session != self._session:
                 log.info("zookeeper: session 0x%x established (%s)", session or 0,
                          self.config.zookeeper_host)
@@ -234,11 +238,11 @@ class Topology:
                                      ephemeral=True, makepath=True)
                 except NodeExistsError:
                     holder = await self._holder()
-                    if holder == "retry":
-                        continue
-                    if holder == "ours":
+                    if holder is zkutil.Ownership.MINE:  # a create that timed out went through
                         self._registered = session
                         return
+                    if holder is not zkutil.Ownership.OTHER:  # gone, or our leftover removed
+                        continue
                 except KazooException as exc:
                     log.warning("zookeeper: registering %s failed: %r", self.own_path, exc)
                 else:
@@ -250,29 +254,29 @@ class Topology:
         finally:
             self._registering = False
 
-    async def _holder(self) -> str:
-        """Who holds our path: "ours" (this session's node: done), "retry" (it was gone, or
-        a leftover of this process's earlier session, now deleted), or "other" (wait)."""
+    async def _holder(self) -> zkutil.Ownership:
+        """Who holds our path; a leftover of this process's earlier session is deleted."""
         try:
             data, stat = await self._call(self.zk.get_async, self.own_path)
         except NoNodeError:
-            return "retry"
-        if stat.ephemeralOwner == self._session:
-            return "ours"  # a create that timed out went through after all
+            return zkutil.Ownership.GONE
         try:
             info: zkschema.ProxyInfo | None = zkschema.ProxyInfo.decode(data)
         except zkschema.SchemaError:
             info = None
-        if info is not None and info.pid == os.getpid() and info.listen == self.config.listen:
+        leftover = (info is not None and info.pid == os.getpid()
+                    and info.listen == self.config.listen)
+        holder = zkutil.ownership(stat, self._session, leftover)
+        if holder is zkutil.Ownership.LEFTOVER:
             log.info("zookeeper: removing our node left from an earlier session")
             try:
                 await self._call(self.zk.delete_async, self.own_path, stat.version)
             except KazooException:  # gone already (NoNodeError) or changed: look again
                 pass
-            return "retry"
-        log.error("zookeeper: %s is held by another process (owner 0x%x); retrying",
-                  self.own_path, stat.ephemeralOwner)
-        return "other"
+        elif holder is zkutil.Ownership.OTHER:
+            log.error("zookeeper: %s is held by another process (owner 0x%x); retrying",
+                      self.own_path, stat.ephemeralOwner)
+        return holder
 
     # ------------------------------------------------------------ following the cluster
 

@@ -1,4 +1,4 @@
-"""The ZooKeeper layout (system.md §3): paths, node names and payloads, for proxy,
+"""The ZooKeeper layout (README "ZooKeeper layout"): paths, node names and payloads, for proxy,
 watchdog and admin alike.
 
 ::
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+
+from .. import address
 
 SHARD_PREFIX = "redis-"
 
@@ -73,14 +75,16 @@ class Member:
 
 
 def parse_member(name: str) -> Member | None:
-    """Parse a child name; None for names that are not ``host:port-NNNNNNNNNN``."""
-    address, sep, seq = name.rpartition("-")
-    if not sep or not seq.isdigit() or ":" not in address:
+    """Parse a child name; None for names that are not ``host:port-NNNNNNNNNN`` with a valid
+    host and port (see ``address``)."""
+    member_address, sep, seq = name.rpartition("-")
+    if not sep or not seq.isdigit():
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    try:
+        address.parse(member_address)
+    except address.AddressError:
         return None
-    return Member(name, address, int(seq))
+    return Member(name, member_address, int(seq))
 
 
 def order_members(names: list[str]) -> list[Member]:

@@ -14,13 +14,11 @@ import asyncio
 import json
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from . import __version__
-
-if TYPE_CHECKING:
-    from .pool import Pool
-    from .server import Proxy
+from .. import __version__
+from .snapshot import PoolSnapshot, ProxySnapshot
 
 POOL_STATS = {
     "client_eof": "# eof on client connections",
@@ -56,58 +54,58 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-def _pool_json(pool: Pool) -> dict[str, Any]:
+def _pool_json(pool: PoolSnapshot) -> dict[str, Any]:
     stats = pool.stats
-    out: dict[str, Any] = {name: getattr(stats, name) for name in POOL_STATS}
+    out: dict[str, Any] = {
+        name: pool.clients if name == "client_connections" else getattr(stats, name)
+        for name in POOL_STATS
+    }
     for address, backend in pool.backends.items():
         server = backend.stats
-        connections = backend.all_connections()
-        queued = [payload for c in connections for payload in c.out]
-        written = sum(len(c.fifo) for c in connections) - len(queued)
         out[address] = {
             "server_eof": server.server_eof,
             "server_err": server.server_err,
             "server_timedout": server.server_timedout,
-            "server_connections": sum(1 for c in connections if c.transport),
+            "server_connections": backend.connections,
             "server_ejected_at": server.server_ejected_at,
             "requests": server.requests,
             "request_bytes": server.request_bytes,
             "responses": server.responses,
             "response_bytes": server.response_bytes,
-            "in_queue": len(queued),
-            "in_queue_bytes": sum(len(p) for p in queued),
-            "out_queue": max(written, 0),
+            "in_queue": backend.queued,
+            "in_queue_bytes": backend.queued_bytes,
+            "out_queue": backend.inflight,
             "out_queue_bytes": 0,
         }
     return out
 
 
-def snapshot(proxy: Proxy) -> dict[str, Any]:
-    state = proxy.state
+def document(view: ProxySnapshot) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "service": "pyproxy",
         "source": socket.gethostname(),
         "version": __version__,
-        "uptime": int(time.time() - state.started),
+        "uptime": int(time.time() - view.started),
         "timestamp": int(time.time()),
-        "total_connections": state.connections_total,
-        "curr_connections": state.clients,
+        "total_connections": view.connections_total,
+        "curr_connections": view.clients,
     }
-    for pool in state.pools:
+    for pool in view.pools:
         doc[pool.name] = _pool_json(pool)
     return doc
 
 
 class _StatsProtocol(asyncio.Protocol):
-    def __init__(self, proxy: Proxy):
-        self.proxy = proxy
+    def __init__(self, snapshot: Callable[[], ProxySnapshot]):
+        self.snapshot = snapshot
 
     def connection_made(self, transport: Any) -> None:
-        transport.write(json.dumps(snapshot(self.proxy)).encode())
+        transport.write(json.dumps(document(self.snapshot())).encode())
         transport.close()
 
 
-async def serve_stats(proxy: Proxy, host: str, port: int) -> asyncio.AbstractServer:
+async def serve_stats(snapshot: Callable[[], ProxySnapshot], host: str,
+                      port: int) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _StatsProtocol(proxy), host, port,
+    return await loop.create_server(lambda: _StatsProtocol(snapshot), host, port,
                                     reuse_address=True)

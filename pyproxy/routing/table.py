@@ -1,8 +1,9 @@
-"""Immutable routing tables: slot -> shard -> master (and replicas, for display).
+"""Immutable routing tables: which shard owns which slots, and who its master is.
 
-A ``RoutingTable`` is built once, validated, and never changed: a topology change builds a
-new one and the pool swaps a single reference, so a request sees either the old table or
-the new one, never a mix.
+A ``RoutingTable`` is what the configuration or ZooKeeper says the cluster looks like — shard
+names, slot ranges, master and replica addresses. It is built once, validated, and never
+changed: a topology change builds a new one, from which the proxy builds its ``Routes``
+(``routes``) and swaps them in whole.
 
 Invariants checked by ``build``: shard ranges tile ``0..modulus-1`` exactly once. A shard
 may have no master (``master is None``) — its keys then get a prompt error.
@@ -38,16 +39,6 @@ class RoutingTable:
     modulus: int
     version: int = 0
     source: str = "config"
-
-    def shard_for_slot(self, slot: int) -> Shard:
-        lo, hi = 0, len(self.shards) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.shards[mid].start <= slot:
-                lo = mid
-            else:
-                hi = mid - 1
-        return self.shards[lo]
 
     def master_of(self, shard_name: str) -> str | None:
         for shard in self.shards:

@@ -64,6 +64,10 @@ class ProtocolError(Exception):
         return b"-ERR Protocol error: " + message.encode("latin-1", "replace") + CRLF
 
 
+class MalformedReply(ValueError):
+    """A backend sent bytes that are not a RESP reply (the connection's pairing is lost)."""
+
+
 # ---------------------------------------------------------------- request parsing
 
 
@@ -330,7 +334,10 @@ def encode_command(args: list[bytes]) -> bytes:
 
 
 def reply_end(buf: bytes | bytearray, pos: int) -> int:
-    """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if it is incomplete."""
+    """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if it is incomplete.
+
+    Raises ``ValueError`` (``MalformedReply``, or int()'s own for a length that is not a
+    number) when the bytes are not RESP."""
     nl = buf.find(CRLF, pos)
     if nl < 0:
         return -1
@@ -370,7 +377,12 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
         if kind == 124:  # an attribute describes the reply that follows it
             return reply_end(buf, pos)
         return pos
-    return nl + 2  # RESP3's other one-liners: '_', ',', '#', '('
+    if kind in _ONE_LINERS:  # RESP3's other one-liners
+        return nl + 2
+    raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
+
+
+_ONE_LINERS = frozenset(b"_,#(")
 
 
 # Arrays at least this long are measured by hiredis (C) instead of walked in Python:

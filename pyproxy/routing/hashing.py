@@ -1,6 +1,6 @@
 """Key -> hash -> slot, bit-exact with nutcracker's ``hash: md5`` + ``distribution: modula``.
 
-Invariants (system.md §1, checked against nutcracker 0.5 in tests/test_nutcracker_parity.py):
+Invariants (checked against a real nutcracker 0.5 in tests/test_parity.py):
 
 * ``md5_hash(key)`` is the first four digest bytes read as a little-endian uint32.
 * The empty key hashes to 0 (nutcracker special-cases it), so it lives in slot 0.

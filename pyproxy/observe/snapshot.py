@@ -1,0 +1,70 @@
+"""Read-only views of the running proxy, for everything that observes it.
+
+INFO, the nutcracker-style stats port and the Prometheus collector read these and never the
+live objects: a snapshot is built on the event loop (``Proxy.snapshot()``) from copies, so a
+reader on another thread (prometheus_client's HTTP thread) sees a consistent picture and can
+never race the loop while it iterates (a dict that changes size under an iteration, a list
+half-appended). The proxy layer builds them; this module only describes them.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..routing.table import RoutingTable
+from .stats import PoolStats, ServerStats
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSnapshot:
+    address: str
+    connections: int  # TCP connections open now (shared and RESP3)
+    queued: int  # requests waiting to be written
+    queued_bytes: int
+    inflight: int  # requests written and not yet answered
+    stats: ServerStats  # a private copy
+
+
+@dataclass(frozen=True, slots=True)
+class TopologySnapshot:
+    session_state: str
+    changes: int
+    rejected: int
+    master_changes: dict[str, int]  # a private copy, by shard name
+    last_apply_seconds: float
+    registrations: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    name: str
+    listen: str
+    table: RoutingTable  # immutable already
+    clients: int  # client connections open now
+    stats: PoolStats  # a private copy
+    backends: dict[str, BackendSnapshot]  # by address: the masters routed to now
+    topology: TopologySnapshot | None = None  # ZooKeeper pools only
+
+    def backend_of(self, shard_index: int) -> BackendSnapshot | None:
+        master = self.table.shards[shard_index].master
+        return self.backends.get(master) if master else None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySnapshot:
+    started: float  # time.time() at start
+    pools: tuple[PoolSnapshot, ...] = field(default_factory=tuple)
+
+    @property
+    def clients(self) -> int:
+        return sum(pool.clients for pool in self.pools)
+
+    @property
+    def connections_total(self) -> int:
+        return sum(pool.stats.client_connections_total for pool in self.pools)
+
+    @property
+    def requests_total(self) -> int:
+        return sum(pool.stats.requests for pool in self.pools)

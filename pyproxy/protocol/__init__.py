@@ -1,0 +1,1 @@
+"""RESP framing and the command table. Pure: imports nothing else of pyproxy; no I/O."""
