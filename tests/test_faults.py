@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import ScriptedRedis
 from tests.servers import free_port
 from tests.test_proxy import Raw, key_on, pool_yaml, two_shard_config
 
@@ -331,3 +332,28 @@ def test_backend_timeouts_keep_waiters_until_their_late_replies() -> None:
         assert not transport.aborted
 
     asyncio.run(run())
+
+
+def test_malformed_reply_drops_only_that_backend_connection(redis_factory: Any,
+                                                             proxy_factory: Any) -> None:
+    """A backend that answers ``$abc``: its request gets a clear error, the proxy logs one
+    line and no traceback, and the other shard and other clients carry on."""
+    b = redis_factory()
+    with ScriptedRedis(lambda args: b"$abc\r\n") as fake:
+        proxy = proxy_factory(lambda: pool_yaml(free_port(), [f"{fake.address}:0-2047",
+                                                              f"{b.address}:2048-4095"],
+                                                timeout=2000))
+        ka, kb = key_on(0, b"garbled"), key_on(1, b"garbled")
+        with Raw("127.0.0.1", proxy.port) as conn, Watcher(proxy.port, kb) as watcher:
+            watcher.more_ops()
+            assert conn.call("GET", ka) == (f"-ERR pyproxy: backend {fake.address} failed: "
+                                            "it sent a malformed reply\r\n").encode()
+            assert conn.call("SET", kb, "fine") == b"+OK\r\n"
+            assert conn.call("GET", kb) == b"$4\r\nfine\r\n"
+            watcher.more_ops()
+        watcher.check()
+        assert fake.requests == [[b"GET", ka]]
+    log = proxy.log_text()
+    (line,) = [line for line in log.splitlines() if "malformed" in line]
+    assert f"backend {fake.address} sent a malformed reply" in line
+    assert "Traceback" not in log

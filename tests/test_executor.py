@@ -1,0 +1,178 @@
+"""The executor and the session with fakes (tests/fakes.py): what each kind of command sends to
+which shard, the exact bytes the client gets back, and modes — no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pyproxy.protocol.commands import COMMANDS, Command
+from pyproxy.protocol.resp import encode_command
+from pyproxy.proxy.replies import Reply
+from pyproxy.proxy.session import Mode, Session
+from tests.fakes import FakeClient, FakePool, executor_for
+from tests.keys import keys_for_shard
+
+A1, A2 = (k.encode() for k in keys_for_shard(0, 2))
+B1, B2 = (k.encode() for k in keys_for_shard(1, 2))
+
+
+def setup(**keys: Any) -> tuple[FakePool, FakeClient, Any]:
+    pool = FakePool(**keys)
+    client = FakeClient(pool)
+    return pool, client, executor_for(pool)
+
+
+def test_single_key_command_goes_whole_to_its_shard_and_back_unchanged() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"SET", B1, b"v"])
+    ex.run(client, [b"GET", A1])
+    a, b = pool.endpoints
+    assert [p for p, _ in a.sent] == [encode_command([b"GET", A1])]
+    assert [p for p, _ in b.sent] == [encode_command([b"SET", B1, b"v"])]
+    a.answer(b"$1\r\nv\r\n")  # the second request answers first
+    assert client.replies() == []  # order: the SET's reply is still owed
+    b.answer(b"+OK\r\n")
+    assert client.replies() == [b"+OK\r\n", b"$1\r\nv\r\n"]
+    get, set_ = COMMANDS["get"].index, COMMANDS["set"].index
+    assert (pool.stats.commands[get], pool.stats.commands[set_]) == (1, 1)
+
+
+def test_unknown_command_and_wrong_arity_get_redis_texts_and_reach_no_shard() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"NOSUCH", b"a", b"b"])
+    ex.run(client, [b"GET"])
+    ex.run(client, [b"MSET", A1, b"v", B1])  # a key without its value
+    assert client.replies() == [
+        b"-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n",
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+        b"-ERR wrong number of arguments for 'mset' command\r\n",
+    ]
+    assert not any(e.sent for e in pool.endpoints)
+    assert pool.stats.unknown == 1
+
+
+def test_noauth_before_auth_then_served() -> None:
+    pool, client, ex = setup(redis_auth="secret")
+    ex.run(client, [b"GET", A1])
+    ex.run(client, [b"AUTH", b"wrong"])
+    ex.run(client, [b"AUTH", b"secret"])
+    ex.run(client, [b"GET", A1])
+    pool.endpoints[0].answer(b"$-1\r\n")
+    assert client.replies() == [
+        b"-NOAUTH Authentication required.\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+        b"+OK\r\n",
+        b"$-1\r\n",
+    ]
+    assert len(pool.endpoints[0].sent) == 0 and client.session.authenticated
+
+
+def test_same_shard_keys_forwarded_whole_cross_shard_refused() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"RENAME", A1, A2])
+    ex.run(client, [b"RENAME", A1, B1])
+    ex.run(client, [b"EVAL", b"return 1", b"0"])
+    assert [p for p, _ in pool.endpoints[0].sent] == [encode_command([b"RENAME", A1, A2])]
+    assert not pool.endpoints[1].sent
+    pool.endpoints[0].answer(b"+OK\r\n")
+    assert client.replies() == [
+        b"+OK\r\n",
+        b"-ERR pyproxy: the keys of 'RENAME' live on different shards (use a hash tag to keep "
+        b"them together)\r\n",
+        b"-ERR pyproxy: 'EVAL' is not supported: it names no key, so no shard can be chosen\r\n",
+    ]
+
+
+def test_split_mget_one_part_per_shard_merged_in_key_order() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"MGET", B1, A1, B2, A2])
+    a, b = pool.endpoints
+    assert [p for p, _ in a.sent] == [encode_command([b"MGET", A1, A2])]
+    assert [p for p, _ in b.sent] == [encode_command([b"MGET", B1, B2])]
+    b.answer(b"*2\r\n$2\r\nb1\r\n$-1\r\n")
+    assert client.replies() == []
+    a.answer(b"*2\r\n$2\r\na1\r\n$2\r\na2\r\n")
+    assert client.replies() == [b"*4\r\n$2\r\nb1\r\n$2\r\na1\r\n$-1\r\n$2\r\na2\r\n"]
+    assert pool.stats.fragments == 2
+
+
+def test_split_with_every_key_on_one_shard_gets_that_shards_own_reply() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"DEL", B1, B2])
+    assert [p for p, _ in pool.endpoints[1].sent] == [encode_command([b"DEL", B1, B2])]
+    pool.endpoints[1].answer(b":2\r\n")
+    assert client.replies() == [b":2\r\n"]
+    assert pool.stats.fragments == 0
+
+
+def test_split_error_of_one_shard_is_the_reply() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"MSET", A1, b"1", B1, b"2"])
+    error = b"-ERR pyproxy: backend 127.0.0.1:2 is down (connect failed)\r\n"
+    pool.endpoints[1].answer(error)
+    pool.endpoints[0].answer(b"+OK\r\n")
+    assert client.replies() == [error]
+
+
+def test_refused_command_reaches_no_shard() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"SHUTDOWN"])
+    (reply,) = client.replies()
+    assert reply.startswith(b"-ERR pyproxy: 'SHUTDOWN' is not supported: ")
+    assert not any(e.sent for e in pool.endpoints) and pool.stats.refused == 1
+
+
+def test_local_commands_see_the_session() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"CLIENT", b"SETNAME", b"worker-1"])
+    ex.run(client, [b"CLIENT", b"GETNAME"])
+    ex.run(client, [b"CLIENT", b"ID"])
+    ex.run(client, [b"HELLO", b"3"])
+    ex.run(client, [b"CLIENT", b"GETNAME"])
+    ex.run(client, [b"QUIT"])
+    replies = client.replies()
+    assert replies[:3] == [b"+OK\r\n", b"$8\r\nworker-1\r\n", b":7\r\n"]
+    assert replies[3].startswith(b"%7\r\n")  # HELLO 3 answers a RESP3 map
+    assert replies[4:] == [b"$8\r\nworker-1\r\n", b"+OK\r\n"]
+    assert client.session.resp3 and client.session.closing
+
+
+class Swallowing(Mode):
+    """A mode that answers every GET itself and lets everything else through."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.ended = False
+
+    def intercept(self, command: Command, args: list[bytes], reply: Reply) -> bool:
+        self.seen.append(args[0])
+        if command.name == "get":
+            reply.settle(b"+INTERCEPTED\r\n")
+            return True
+        return False
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def test_a_mode_sees_commands_first_and_may_leave_them_to_dispatch() -> None:
+    pool, client, ex = setup()
+    mode = client.session.mode = Swallowing()
+    ex.run(client, [b"GET", A1])
+    ex.run(client, [b"SET", A1, b"v"])
+    ex.run(client, [b"NOSUCH"])  # unknown commands never reach a mode
+    assert mode.seen == [b"GET", b"SET"]
+    assert [p for p, _ in pool.endpoints[0].sent] == [encode_command([b"SET", A1, b"v"])]
+    pool.endpoints[0].answer(b"+OK\r\n")
+    assert client.replies()[:2] == [b"+INTERCEPTED\r\n", b"+OK\r\n"]
+    client.session.end()
+    assert mode.ended and client.session.mode is None
+
+
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_session_end_without_a_mode_is_harmless(authenticated: bool) -> None:
+    session = Session(1, "peer", authenticated)
+    session.end()
+    assert session.mode is None and session.authenticated is authenticated
