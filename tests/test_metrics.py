@@ -220,3 +220,28 @@ def test_scrape_during_traffic_and_topology_change(
     finally:
         zk.stop()
         zk.close()
+
+
+def test_a_scrape_reads_a_snapshot_built_on_the_event_loop() -> None:
+    """prometheus_client scrapes from its own thread; the collector must never iterate what
+    the loop is changing (a dict that grows during a scrape), so the snapshot is made there."""
+    import asyncio
+
+    from pyproxy.observe.metrics import ProxyCollector, on_loop
+    from pyproxy.observe.snapshot import ProxySnapshot
+
+    built_on: list[int] = []
+
+    def make() -> ProxySnapshot:
+        built_on.append(threading.get_ident())
+        return ProxySnapshot(0.0)
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        collector = ProxyCollector(on_loop(make, loop))
+        names = await loop.run_in_executor(None, lambda: [m.name for m in collector.collect()])
+        return names
+
+    names = asyncio.run(scenario())
+    assert built_on == [threading.get_ident()]  # this (the loop's) thread, not the executor's
+    assert "pyproxy_info" in names and "pyproxy_client_connections" in names
