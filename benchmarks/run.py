@@ -8,10 +8,13 @@ all on 127.0.0.1, then runs redis-benchmark against
 * ``direct``     redis-1 alone (every key on one server: the per-request baseline),
 * ``nutcracker`` twemproxy 0.5 over redis-1 + redis-2,
 * ``pyproxy``    ``python -m pyproxy -c FILE [--proxy-args]`` over redis-1 + redis-2,
+* ``baseline``   only with ``--baseline PATH``: the same pyproxy process (same config, same
+  ``--proxy-args``) but running the code of the checkout PATH (``PYTHONPATH=PATH``), so a
+  change can be measured before/after in the same run,
 
 interleaved: every repetition sweeps all workloads, and for each workload the targets run one
 after the other in an order rotated per repetition, so slow drift on this shared machine hits
-all three alike. One short warm-up pass (not recorded) comes first.
+all of them alike. One short warm-up pass (not recorded) comes first.
 
 Per workload and target it reports the median ops/s over the repetitions, the median p50/p99
 latency (redis-benchmark's --csv columns), and CPU per request of the process under test read
@@ -67,7 +70,8 @@ BIG_KEYSPACE = 10_000  # -r for the 10 KB workloads (big:...), prefilled: 100 MB
 BIG_VALUE_SIZE = 10_240
 SMALL_VALUE = b"xxx"  # redis-benchmark's default -d 3
 LIST_KEY = "mylist"
-TARGETS = ("direct", "nutcracker", "pyproxy")
+TARGETS = ("direct", "nutcracker", "pyproxy", "baseline")  # baseline only with --baseline
+PROXIES = ("pyproxy", "baseline")  # targets that are a pyproxy process
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -140,16 +144,20 @@ def client_cpu_seconds() -> float:
 
 
 class Cluster:
-    """redis-1, redis-2, nutcracker and pyproxy over the same two shards."""
+    """redis-1, redis-2, nutcracker, pyproxy and (with a baseline checkout) a second pyproxy
+    running that checkout's code, over the same two shards."""
 
-    def __init__(self, proxy_args: list[str], logdir: Path, targets: tuple[str, ...]):
+    def __init__(self, proxy_args: list[str], logdir: Path, targets: tuple[str, ...],
+                 baseline: Path | None = None):
         self.proxy_args = proxy_args
         self.logdir = logdir
         self.targets = targets
+        self.baseline_path = baseline
         self.redis1: RedisServer | None = None
         self.redis2: RedisServer | None = None
         self.nutcracker: Nutcracker | None = None
         self.pyproxy: ProxyProcess | None = None
+        self.baseline: ProxyProcess | None = None
 
     def start(self) -> None:
         # Each object is kept before start(), so close() stops it even if its start fails.
@@ -174,6 +182,39 @@ class Cluster:
                 tmpdir=self.logdir / "pyproxy",
             )
             self.pyproxy.start(timeout=20.0)
+        if "baseline" in self.targets:
+            assert self.baseline_path is not None
+            # ProxyProcess._env puts this repo first on PYTHONPATH, then applies env=: so
+            # PYTHONPATH is PATH alone and `python -m pyproxy` imports the checkout's code.
+            self.baseline = ProxyProcess(
+                lambda: self.proxy_config(r1, r2, free_port(HOST)),
+                extra_args=self.proxy_args,
+                tmpdir=self.logdir / "baseline",
+                env={"PYTHONPATH": str(self.baseline_path)},
+            )
+            self.baseline.start(timeout=20.0)
+
+    def pyproxy_origins(self) -> dict[str, str]:
+        """Where each pyproxy target imports pyproxy from: ``import pyproxy`` run with the
+        process's own interpreter, environment and working directory. Raises if ``pyproxy``
+        does not come from this repository or ``baseline`` not from the baseline checkout."""
+        want = {"pyproxy": REPO, "baseline": self.baseline_path}
+        origins: dict[str, str] = {}
+        for target, proc in (("pyproxy", self.pyproxy), ("baseline", self.baseline)):
+            if proc is None:
+                continue
+            r = subprocess.run(
+                [sys.executable, "-c", "import pyproxy; print(pyproxy.__file__)"],
+                capture_output=True, text=True, timeout=30, env=proc._env(), cwd=proc.dir,
+            )
+            origin = r.stdout.strip()
+            expected = want[target]
+            assert expected is not None
+            if r.returncode != 0 or not Path(origin).resolve().is_relative_to(expected):
+                raise RuntimeError(f"{target} imports pyproxy from {origin or r.stderr.strip()!r}"
+                                   f", not from {expected}")
+            origins[target] = origin
+        return origins
 
     @staticmethod
     def proxy_config(r1: int, r2: int, port: int) -> str:
@@ -181,28 +222,30 @@ class Cluster:
         return pool_config(port, servers, host=HOST, timeout=2000)
 
     def close(self) -> None:
-        for proc in (self.pyproxy, self.nutcracker, self.redis2, self.redis1):
+        for proc in (self.baseline, self.pyproxy, self.nutcracker, self.redis2, self.redis1):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.close()
 
     # -- per target
+    def _proc(self, target: str) -> RedisServer | Nutcracker | ProxyProcess | None:
+        return {"direct": self.redis1, "nutcracker": self.nutcracker, "pyproxy": self.pyproxy,
+                "baseline": self.baseline}[target]
+
     def port(self, target: str) -> int:
-        proc = {"direct": self.redis1, "nutcracker": self.nutcracker, "pyproxy": self.pyproxy}
-        p = proc[target]
+        p = self._proc(target)
         assert p is not None and p.port is not None
         return p.port
 
     def measured_pid(self, target: str) -> int:
-        proc = {"direct": self.redis1, "nutcracker": self.nutcracker, "pyproxy": self.pyproxy}
-        p = proc[target]
+        p = self._proc(target)
         assert p is not None and p.pid is not None
         return p.pid
 
     def alive(self, target: str) -> bool:
-        procs = {"direct": [self.redis1], "nutcracker": [self.nutcracker, self.redis1,
-                                                         self.redis2],
-                 "pyproxy": [self.pyproxy, self.redis1, self.redis2]}[target]
+        procs = [self._proc(target)]
+        if target != "direct":
+            procs += [self.redis1, self.redis2]
         return all(p is not None and p.is_running() for p in procs)
 
     def redis_pids(self) -> list[int]:
@@ -257,13 +300,13 @@ def prefill(cluster: Cluster, timeout: float) -> dict[str, Any]:
 
 
 def sanity_check(cluster: Cluster) -> dict[str, Any]:
-    """Both proxies must place keys identically over both shards and answer a 10-key MGET."""
+    """All proxies must place keys identically over both shards and answer a 10-key MGET."""
     r1 = redis_client(HOST, cluster.redis1.port)  # type: ignore[union-attr]
     r2 = redis_client(HOST, cluster.redis2.port)  # type: ignore[union-attr]
     placements: dict[str, list[int]] = {}
     report: dict[str, Any] = {}
     try:
-        for target in ("nutcracker", "pyproxy"):
+        for target in ("nutcracker", *PROXIES):
             if target not in cluster.targets:
                 continue
             c = redis_client(HOST, cluster.port(target))
@@ -288,9 +331,11 @@ def sanity_check(cluster: Cluster) -> dict[str, Any]:
                 report[target] = {"on_redis_1": where.count(1), "on_redis_2": where.count(2)}
             finally:
                 c.close()
-        if len(placements) == 2 and placements["nutcracker"] != placements["pyproxy"]:
-            raise RuntimeError("nutcracker and pyproxy place keys differently: "
-                               f"{placements}")
+        names = list(placements)
+        for other in names[1:]:
+            if placements[other] != placements[names[0]]:
+                raise RuntimeError(f"{names[0]} and {other} place keys differently: "
+                                   f"{placements}")
         for target, where in placements.items():
             if set(where) != {1, 2}:
                 raise RuntimeError(f"{target} used only one shard: {where}")
@@ -415,7 +460,7 @@ def summarize(runs: list[Run], workloads: list[Workload], targets: tuple[str, ..
                 "foreign_cpu_pct": _median(foreign),
                 "foreign_cpu_pct_max": max(foreign) if foreign else None,
             }
-        ratios: dict[str, float | None] = {}
+        ratios: dict[str, Any] = {}  # floats or None; the *_per_rep entries lists
 
         def ratio(a: str, b: str, key: str, e: dict[str, Any] = entry) -> float | None:
             if a not in e or b not in e:
@@ -434,6 +479,24 @@ def summarize(runs: list[Run], workloads: list[Workload], targets: tuple[str, ..
             if by_t.get("pyproxy") and by_t.get("nutcracker"):
                 pn.append(by_t["pyproxy"] / by_t["nutcracker"])
         ratios["ops_pyproxy_vs_nutcracker_per_rep"] = pn
+        if "baseline" in targets:
+            # before/after of a change: this checkout's pyproxy over the baseline checkout's
+            ratios["ops_pyproxy_vs_baseline"] = ratio("pyproxy", "baseline", "ops_median")
+            ratios["cpu_pyproxy_vs_baseline"] = ratio("pyproxy", "baseline", "cpu_us_per_req")
+            ops_pb: list[float] = []
+            cpu_pb: list[float] = []
+            for rep in sorted({r.rep for r in runs if r.rep >= 0}):
+                good = {r.target: r for r in runs if r.workload == w.name and r.rep == rep
+                        and r.ops is not None}
+                p, b = good.get("pyproxy"), good.get("baseline")
+                if p is None or b is None:
+                    continue
+                if p.ops and b.ops:
+                    ops_pb.append(p.ops / b.ops)
+                if b.target_cpu_s > 0:
+                    cpu_pb.append((p.target_cpu_s / p.requests) / (b.target_cpu_s / b.requests))
+            ratios["ops_pyproxy_vs_baseline_per_rep"] = ops_pb
+            ratios["cpu_pyproxy_vs_baseline_per_rep"] = cpu_pb
         entry["ratios"] = ratios
         summary[w.name] = entry
     return summary
@@ -449,8 +512,9 @@ def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
 
 def markdown(meta: dict[str, Any], summary: dict[str, Any], workloads: list[Workload],
              targets: tuple[str, ...]) -> str:
-    short = {"direct": "d", "nutcracker": "n", "pyproxy": "p"}
+    short = {"direct": "d", "nutcracker": "n", "pyproxy": "p", "baseline": "b"}
     trio = " / ".join(short[t] for t in targets)
+    vs_b = "baseline" in targets
     lines = [
         f"# pyproxy benchmark {meta['started']}",
         "",
@@ -463,10 +527,21 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], workloads: list[Work
         "(redis-1 slots 0-2047, redis-2 2048-4095). Medians over repetitions. CPU µs/req = "
         "CPU of the process under test per request (redis-1's for direct), from /proc.",
         "",
-        f"| workload | direct ops/s | nutcracker ops/s | pyproxy ops/s | pyproxy/nutcracker "
-        f"| pyproxy/direct | p50 ms ({trio}) | p99 ms ({trio}) | CPU µs/req ({trio}) "
-        "| CPU pyproxy/nutcracker |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    if vs_b:
+        lines += [
+            f"baseline = the same pyproxy (same config and proxy args) running the code of "
+            f"`{meta['baseline']}` (commit {meta['baseline_commit']}); pyproxy/baseline > 1 "
+            "means this checkout is faster, CPU pyproxy/baseline < 1 that it is cheaper.",
+            "",
+        ]
+    lines += [
+        f"| workload | direct ops/s | nutcracker ops/s | pyproxy ops/s "
+        f"{'| baseline ops/s ' if vs_b else ''}| pyproxy/nutcracker "
+        f"| pyproxy/direct {'| pyproxy/baseline ' if vs_b else ''}"
+        f"| p50 ms ({trio}) | p99 ms ({trio}) | CPU µs/req ({trio}) "
+        f"| CPU pyproxy/nutcracker {'| CPU pyproxy/baseline ' if vs_b else ''}|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if vs_b else ""),
     ]
     for w in workloads:
         e = summary[w.name]
@@ -478,15 +553,18 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], workloads: list[Work
         def trip(key: str, spec: str, e: dict[str, Any] = e) -> str:
             return " / ".join(_fmt(e[t][key], spec) for t in targets)
 
+        b_ops = f"| {_fmt_ops(col('baseline', 'ops_median'))} " if vs_b else ""
+        b_ratio = f"| {_fmt(r.get('ops_pyproxy_vs_baseline'), '.2f', '×')} " if vs_b else ""
+        b_cpu = f"| {_fmt(r.get('cpu_pyproxy_vs_baseline'), '.2f', '×')} " if vs_b else ""
         lines.append(
             f"| {w.label} | {_fmt_ops(col('direct', 'ops_median'))} "
             f"| {_fmt_ops(col('nutcracker', 'ops_median'))} "
-            f"| {_fmt_ops(col('pyproxy', 'ops_median'))} "
+            f"| {_fmt_ops(col('pyproxy', 'ops_median'))} {b_ops}"
             f"| {_fmt(r['ops_pyproxy_vs_nutcracker'], '.2f', '×')} "
-            f"| {_fmt(r['ops_pyproxy_vs_direct'], '.2f', '×')} "
+            f"| {_fmt(r['ops_pyproxy_vs_direct'], '.2f', '×')} {b_ratio}"
             f"| {trip('p50_ms', '.3f')} | {trip('p99_ms', '.3f')} "
             f"| {trip('cpu_us_per_req', '.1f')} "
-            f"| {_fmt(r['cpu_pyproxy_vs_nutcracker'], '.2f', '×')} |"
+            f"| {_fmt(r['cpu_pyproxy_vs_nutcracker'], '.2f', '×')} {b_cpu}|"
         )
     lines += [
         "",
@@ -519,6 +597,13 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], workloads: list[Work
     for w in workloads:
         per = summary[w.name]["ratios"]["ops_pyproxy_vs_nutcracker_per_rep"]
         lines.append(f"- {w.label}: " + (", ".join(f"{x:.2f}" for x in per) or "–"))
+    if vs_b:
+        lines += ["", "pyproxy/baseline per repetition, ops/s ratio | CPU µs/req ratio:", ""]
+        for w in workloads:
+            r = summary[w.name]["ratios"]
+            ops = ", ".join(f"{x:.2f}" for x in r["ops_pyproxy_vs_baseline_per_rep"]) or "–"
+            cpu = ", ".join(f"{x:.2f}" for x in r["cpu_pyproxy_vs_baseline_per_rep"]) or "–"
+            lines.append(f"- {w.label}: {ops} | {cpu}")
     errors = [(w.label, t, err) for w in workloads for t in targets
               for err in summary[w.name][t]["errors"]]
     if errors:
@@ -542,7 +627,8 @@ def chart(path: Path, summary: dict[str, Any], workloads: list[Workload],
     labels = [w.label for w in workloads]
     x = list(range(len(workloads)))
     width = 0.8 / len(targets)
-    colors = {"direct": "#7f7f7f", "nutcracker": "#1f77b4", "pyproxy": "#d62728"}
+    colors = {"direct": "#7f7f7f", "nutcracker": "#1f77b4", "pyproxy": "#d62728",
+              "baseline": "#ff9896"}
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
     base = "nutcracker" if "nutcracker" in targets else targets[0]
     for i, t in enumerate(targets):
@@ -561,7 +647,9 @@ def chart(path: Path, summary: dict[str, Any], workloads: list[Workload],
     ax1.text(len(workloads) - 0.5, 0.72, "0.7×", ha="right", va="bottom", fontsize=8)
     ax1.set_ylabel(f"median ops/s relative to {base}")
     ax1.legend()
-    ax1.set_title("pyproxy vs nutcracker vs direct redis-1 (same run, interleaved)")
+    ax1.set_title("pyproxy vs nutcracker vs direct redis-1"
+                  f"{' vs baseline pyproxy' if 'baseline' in targets else ''}"
+                  " (same run, interleaved)")
     ax2.set_ylabel("CPU µs per request (process under test)")
     ax2.set_xticks(x)
     ax2.set_xticklabels(labels, rotation=30, ha="right")
@@ -589,8 +677,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="output dir (default benchmarks/results/<timestamp>/)")
     p.add_argument("--workloads", default="",
                    help="comma-separated subset (default all), e.g. get,set,mset")
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help="comma-separated subset of direct,nutcracker,pyproxy")
+    p.add_argument("--targets", default=None,
+                   help="comma-separated subset of direct,nutcracker,pyproxy (default all; "
+                        "baseline is added with --baseline)")
+    p.add_argument("--baseline", type=Path, default=None, metavar="PATH",
+                   help="another checkout of this repository (e.g. a git worktree of the "
+                        "commit before a change): adds the target baseline, the same pyproxy "
+                        "running PATH's code, measured interleaved with the others")
     p.add_argument("--proxy-args", default="",
                    help="extra arguments for `python -m pyproxy`; use the = form: "
                         "--proxy-args='--workers 2'")
@@ -608,18 +701,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown workloads {unknown}; known: {', '.join(BY_NAME)}")
     # canonical order whatever the order given
     args.workload_list = [w for w in WORKLOADS if not names or w.name in names]
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    if not targets or any(t not in TARGETS for t in targets):
-        p.error(f"--targets must be a subset of {','.join(TARGETS)}")
+    if args.baseline is not None:
+        args.baseline = args.baseline.expanduser().resolve()
+        if not (args.baseline / "pyproxy" / "__init__.py").is_file():
+            # one line, exit status 2 like argparse's errors
+            print(f"{p.prog}: error: --baseline {args.baseline}: no pyproxy/__init__.py there",
+                  file=sys.stderr)
+            sys.exit(2)
+    known = TARGETS if args.baseline is not None else TARGETS[:-1]
+    given = args.targets if args.targets is not None else ",".join(known)
+    targets = tuple(t.strip() for t in given.split(",") if t.strip())
+    if not targets or any(t not in known for t in targets):
+        p.error(f"--targets must be a subset of {','.join(known)}"
+                + ("" if args.baseline is not None else " (baseline needs --baseline PATH)"))
+    if args.baseline is not None:
+        targets += ("baseline",)  # the point of --baseline: always measured
     args.target_list = tuple(t for t in TARGETS if t in targets)
     return args
 
 
-def _git_commit() -> str:
+def _git_commit(repo: Path = REPO) -> str:
     try:
-        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                            capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "pyproxy"],
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "pyproxy"],
                                capture_output=True, text=True, timeout=10)
         return r.stdout.strip() + (" (pyproxy/ modified)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
@@ -662,13 +767,20 @@ def main(argv: list[str] | None = None) -> int:
                       f"{1000 / CLK_TCK:.0f} ms ticks",
         "notes": [],
     }
+    if args.baseline is not None:
+        meta["baseline"] = str(args.baseline)
+        meta["baseline_commit"] = _git_commit(args.baseline) or "? (not a git checkout)"
     runs: list[Run] = []
-    cluster = Cluster(shlex.split(args.proxy_args), out / "logs", targets)
+    cluster = Cluster(shlex.split(args.proxy_args), out / "logs", targets, args.baseline)
     started = time.monotonic()
     interrupted = False
     try:
-        _progress(f"starting redis x2, nutcracker, pyproxy on {HOST}; output in {out}")
+        _progress(f"starting redis x2, nutcracker, pyproxy"
+                  f"{', baseline pyproxy' if args.baseline else ''} on {HOST}; output in {out}")
         cluster.start()
+        if args.baseline is not None:
+            meta["pyproxy_imported_from"] = cluster.pyproxy_origins()
+            _progress(f"pyproxy imported from {meta['pyproxy_imported_from']}")
         meta["versions"] = cluster.versions()
         meta["ports"] = {t: cluster.port(t) for t in targets}
         meta["prefill_s"] = prefill(cluster, timeout=120)
