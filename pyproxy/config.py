@@ -87,6 +87,8 @@ class PoolConfig:
     max_bulk_length: int
     max_multibulk_length: int
     client_idle_timeout_ms: int | None  # None = never
+    pinned_connections: int  # per backend: connections one client at a time holds (WATCH)
+    allow_flush: bool  # FLUSHDB/FLUSHALL reach every shard, or are refused
 
     @property
     def uses_zookeeper(self) -> bool:
@@ -404,7 +406,7 @@ _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "pr
          "redis", "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
          "zookeeper_session_timeout", "max_bulk_length", "max_multibulk_length",
-         "client_idle_timeout")
+         "client_idle_timeout", "pinned_connections", "allow_flush")
 
 
 class _PoolReader:
@@ -505,6 +507,8 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
                                                            "(bytes)"), 536870912),
         max_multibulk_length=get("max_multibulk_length", _positive, 1048576),
         client_idle_timeout_ms=get("client_idle_timeout", _milliseconds, None),
+        pinned_connections=get("pinned_connections", _positive, 512),
+        allow_flush=get("allow_flush", _boolean, True),
     )
     return None if pool.failed else config
 

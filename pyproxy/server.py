@@ -62,6 +62,7 @@ class Proxy:
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
         self.topologies: dict[str, Topology] = {}  # by pool name
+        self.executors: list[Executor] = []
         self.flusher: Flusher | None = None
 
     def clients(self) -> list[Member]:
@@ -98,6 +99,7 @@ class Proxy:
     async def _listen(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> asyncio.AbstractServer:
         config = pool.config
         executor = Executor(pool, self.snapshot)
+        self.executors.append(executor)
         flusher = self.flusher
         assert flusher is not None
 
@@ -115,6 +117,14 @@ class Proxy:
             factory, config.listen_host, config.listen_port or 0, backlog=config.backlog,
             reuse_address=True, reuse_port=self.role.reuse_port or None,
         )
+
+    async def sample_rates(self) -> None:
+        """Every 100 ms, each pool's command count, for INFO's instantaneous_ops_per_sec."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for executor in self.executors:
+                executor.sample(loop.time())
+            await asyncio.sleep(0.1)
 
     async def close_idle_clients(self) -> None:
         """Close clients idle past their pool's ``client_idle_timeout`` (checked each second).
@@ -197,17 +207,17 @@ async def serve(
     proxy = Proxy(config, role)
     await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
     await proxy.start()
-    sweeper = None
+    background = [loop.create_task(proxy.sample_rates())]
     if any(p.client_idle_timeout_ms for p in config.pools):
-        sweeper = loop.create_task(proxy.close_idle_clients())
+        background.append(loop.create_task(proxy.close_idle_clients()))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if on_hangup is not None:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await stop.wait()
-    if sweeper is not None:
-        sweeper.cancel()
+    for task in background:
+        task.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
     await proxy.close(SHUTDOWN_GRACE)
     log.info("stopped")

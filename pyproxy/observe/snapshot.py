@@ -53,6 +53,30 @@ class PoolSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSnapshot:
+    """One client connection, with the fields of Redis's CLIENT LIST."""
+
+    id: int
+    addr: str
+    laddr: str
+    fd: int
+    name: bytes
+    age: int  # seconds since it connected
+    idle: int  # seconds since its last command
+    flags: str  # "N" (none), "x" (in MULTI), "b" (blocked), "P" (subscribed)
+    sub: int  # channels subscribed
+    psub: int  # patterns
+    ssub: int  # shard channels
+    multi: int  # commands queued in MULTI, -1 outside one
+    qbuf: int  # request bytes read and not yet parsed
+    omem: int  # reply bytes not yet taken by the client (the transport's write buffer)
+    cmd: str  # the last command, as Redis names it
+    resp: int  # 2 or 3
+    lib_name: bytes
+    lib_ver: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ProxySnapshot:
     started: float  # time.time() at start
     pools: tuple[PoolSnapshot, ...] = field(default_factory=tuple)

@@ -1,15 +1,30 @@
 """The command table, as data: what each Redis command is to a sharding proxy.
 
-Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how it is served:
+Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how it is served
+(the executor maps each kind to a strategy in ``proxy/``):
 
 * ``KEY``      one key at argument 1: forwarded as-is to the shard that owns it.
 * ``SAME``     several keys (``first``/``last``/``step`` as in ``COMMAND INFO``, or a
                ``numkeys`` argument, or a keyword such as ``STORE``) that must all live on
                one shard; forwarded there, refused with an error when they span shards.
+               ``keyless`` ones (functions) may name no key: then any shard serves them.
+* ``EVAL``     scripts: like ``SAME`` (and keyless allowed); the proxy remembers script
+               bodies so a shard that lost them (a failover, a restart) gets them again.
 * ``SPLIT``    multi-key commands split per shard and merged (``merge``: ``array`` for MGET,
                ``ok`` for MSET, ``sum`` for DEL/UNLINK/EXISTS/TOUCH).
-* ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, INFO, ...).
+* ``EACH``     whole-keyspace commands sent to every shard's master and combined (``merge``:
+               ``sum`` DBSIZE, ``concat`` KEYS, ``ok`` FLUSHDB/FLUSHALL, ``random`` RANDOMKEY,
+               ``min`` LASTSAVE).
+* ``ANY``      no key and the same answer from any master (TIME): the first shard's.
+* ``SCAN``, ``INFO``, ``SCRIPT``, ``WAIT``: one strategy each (a cursor over every shard;
+               the shards' INFO combined with the proxy's own; SCRIPT on every master; WAIT on
+               the shards the client wrote to).
+* ``TRANSACTION``  MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+* ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, CLIENT, ...).
 * ``REFUSED``  cannot be served correctly through a sharding proxy; ``reason`` says why.
+
+``readonly`` is Redis's own flag (COMMAND INFO): such a command changes nothing, so running it
+once more is harmless; every other routed command may write.
 
 Arity follows Redis (``N`` exactly N arguments including the name, ``-N`` at least N);
 tests/test_commands.py checks every arity and key position against a real redis-server.
@@ -24,7 +39,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-KEY, SAME, SPLIT, LOCAL, REFUSED = range(5)
+KEY, SAME, SPLIT, LOCAL, REFUSED, EVAL, EACH, ANY, SCAN, INFO, SCRIPT, WAIT, TRANSACTION = (
+    range(13))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +52,10 @@ class Command:
     last: int = 1
     step: int = 1
     keys: Callable[[list[bytes]], list[int]] | None = None  # key positions when not fixed
-    merge: str = ""  # SPLIT only
+    merge: str = ""  # SPLIT and EACH
     reason: str = ""  # REFUSED only
+    readonly: bool = False  # Redis's "readonly" flag
+    keyless: bool = False  # SAME/EVAL that may name no key (then any shard serves it)
     index: int = 0  # position in COMMANDS: per-command counters are lists, not dicts
 
     def arity_ok(self, argc: int) -> bool:
@@ -142,10 +160,12 @@ _SAME_RANGES = {
     "zrangestore": (-5, 1, 2, 1),
 }
 
+# Scripts: their keys counted by numkeys; keyless ones go to any shard.
+_EVAL = {"eval": -3, "evalsha": -3, "eval_ro": -3, "evalsha_ro": -3}
+
 # Several keys on one shard, found by a function: name -> (arity, finder).
 _SAME_FINDERS: dict[str, tuple[int, Callable[[list[bytes]], list[int]]]] = {
-    "eval": (-3, _numkeys(2)), "evalsha": (-3, _numkeys(2)), "eval_ro": (-3, _numkeys(2)),
-    "evalsha_ro": (-3, _numkeys(2)), "fcall": (-3, _numkeys(2)), "fcall_ro": (-3, _numkeys(2)),
+    "fcall": (-3, _numkeys(2)), "fcall_ro": (-3, _numkeys(2)),
     "sintercard": (-3, _numkeys(1)), "zdiff": (-3, _numkeys(1)), "zinter": (-3, _numkeys(1)),
     "zunion": (-3, _numkeys(1)), "zintercard": (-3, _numkeys(1)), "lmpop": (-4, _numkeys(1)),
     "zmpop": (-4, _numkeys(1)), "zdiffstore": (-4, _numkeys(2, (1,))),
@@ -164,26 +184,36 @@ _SPLIT = {
     "unlink": (-2, -1, 1, "sum"), "exists": (-2, -1, 1, "sum"), "touch": (-2, -1, 1, "sum"),
 }
 
-_LOCAL = {
-    "ping": -1, "echo": 2, "quit": -1, "select": 2, "auth": -2, "client": -2, "hello": -1,
-    "command": -1, "info": -1, "config": -2,
+# Every master, combined: name -> (arity, merge).
+_EACH = {
+    "dbsize": (1, "sum"), "keys": (2, "concat"), "flushdb": (-1, "ok"), "flushall": (-1, "ok"),
+    "randomkey": (1, "random"), "lastsave": (1, "min"),
 }
 
-_WHOLE_KEYSPACE = "it needs every shard's keyspace, which a sharding proxy cannot combine"
+# One strategy each: name -> (kind, arity).
+_OWN = {
+    "time": (ANY, 1), "scan": (SCAN, -2), "info": (INFO, -1), "script": (SCRIPT, -2),
+    "wait": (WAIT, 3), "multi": (TRANSACTION, 1), "exec": (TRANSACTION, 1),
+    "discard": (TRANSACTION, 1), "unwatch": (TRANSACTION, 1),
+}
+
+_LOCAL = {
+    "ping": -1, "echo": 2, "quit": -1, "select": 2, "auth": -2, "client": -2, "hello": -1,
+    "command": -1, "config": -2,
+}
+
 _ADMIN = "it administers one redis-server; connect to that server directly"
 _CONNECTION = "it would pin a shared backend connection to one client"
 _REFUSED = {
-    _WHOLE_KEYSPACE: "keys scan randomkey dbsize flushall flushdb swapdb move migrate",
+    "it moves keys between databases, and the proxy serves database 0 only": "swapdb move",
+    "it moves a key to another server behind the proxy's back": "migrate restore-asking",
     _ADMIN: (
-        "shutdown debug save bgsave bgrewriteaof lastsave slaveof replicaof failover sync "
+        "shutdown debug save bgsave bgrewriteaof slaveof replicaof failover sync "
         "psync replconf monitor module acl latency slowlog cluster readonly readwrite asking "
-        "role lolwut pfdebug pfselftest function script time restore-asking"
-    ),
-    "transactions cannot span a pool of shared backend connections": (
-        "multi exec discard watch unwatch"
+        "role lolwut pfdebug pfselftest function"
     ),
     "blocking commands " + _CONNECTION: (
-        "blpop brpop brpoplpush blmove blmpop bzpopmin bzpopmax bzmpop wait"
+        "blpop brpop brpoplpush blmove blmpop bzpopmin bzpopmax bzmpop"
     ),
     "publish/subscribe " + _CONNECTION: (
         "subscribe psubscribe ssubscribe unsubscribe punsubscribe sunsubscribe publish "
@@ -191,6 +221,20 @@ _REFUSED = {
     ),
     "connection state is the proxy's own": "reset",
 }
+
+# Redis's "readonly" flag, for the commands routed by key (container commands OBJECT, MEMORY
+# USAGE and XINFO read only, whatever the subcommand).
+_READONLY = frozenset("""
+bitcount bitfield_ro bitpos dump eval_ro evalsha_ro exists expiretime fcall_ro geodist geohash
+geopos georadius_ro georadiusbymember_ro geosearch get getbit getrange hexists hget hgetall
+hkeys hlen hmget hrandfield hscan hstrlen hvals lcs lindex llen lpos lrange mget pexpiretime
+pfcount pttl scard sdiff sinter sintercard sismember smembers smismember sort_ro srandmember
+sscan strlen substr sunion touch ttl type xlen xpending xrange xread xrevrange zcard zcount
+zdiff zinter zintercard zlexcount zmscore zrandmember zrange zrangebylex zrangebyscore zrank
+zrevrange zrevrangebylex zrevrangebyscore zrevrank zscan zscore zunion object memory xinfo
+dbsize keys scan randomkey
+""".split())
+_KEYLESS = frozenset({"fcall", "fcall_ro"})
 
 
 def _build() -> dict[str, Command]:
@@ -202,14 +246,25 @@ def _build() -> dict[str, Command]:
         table[name] = Command(name, arity, SAME, first, last, step)
     for name, (arity, finder) in _SAME_FINDERS.items():
         table[name] = Command(name, arity, SAME, keys=finder)
+    for name, arity in _EVAL.items():
+        table[name] = Command(name, arity, EVAL, keys=_numkeys(2), keyless=True)
     for name, (arity, last, step, merge) in _SPLIT.items():
         table[name] = Command(name, arity, SPLIT, 1, last, step, merge=merge)
+    for name, (arity, merge) in _EACH.items():
+        table[name] = Command(name, arity, EACH, 0, 0, 0, merge=merge)
+    for name, (kind, arity) in _OWN.items():
+        table[name] = Command(name, arity, kind, 0, 0, 0)
+    table["watch"] = Command("watch", -2, TRANSACTION, 1, -1, 1)
     for name, arity in _LOCAL.items():
         table[name] = Command(name, arity, LOCAL, 0, 0, 0)
     for reason, names in _REFUSED.items():
         for name in names.split():
             table[name] = Command(name, -1, REFUSED, 0, 0, 0, reason=reason)
-    return {name: replace(command, index=i) for i, (name, command) in enumerate(table.items())}
+    return {
+        name: replace(command, index=i, readonly=name in _READONLY,
+                      keyless=command.keyless or name in _KEYLESS)
+        for i, (name, command) in enumerate(table.items())
+    }
 
 
 COMMANDS: dict[str, Command] = _build()

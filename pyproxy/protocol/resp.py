@@ -446,6 +446,30 @@ def is_error(raw: bytes) -> bool:
     return raw[0] == _MINUS or raw[0] == _BANG
 
 
+def bulk_value(raw: bytes) -> bytes:
+    """The payload of a bulk string (``$``) or a RESP3 verbatim string (``=``, its ``txt:``
+    format prefix dropped)."""
+    body = raw[raw.find(CRLF) + 2 : -2]
+    return body[4:] if raw[:1] == b"=" else body
+
+
+def is_null(raw: bytes) -> bool:
+    """``$-1``, ``*-1`` or RESP3's ``_``."""
+    return raw in (b"$-1\r\n", b"*-1\r\n", b"_\r\n")
+
+
+def array_items(raw: bytes) -> list[bytes]:
+    """The raw elements of an array reply (a short one: the proxy's own merges)."""
+    nl = raw.find(CRLF)
+    count = int(raw[1:nl])
+    items, pos = [], nl + 2
+    for _ in range(max(count, 0)):
+        end = reply_end(raw, pos)
+        items.append(raw[pos:end])
+        pos = end
+    return items
+
+
 def integer_value(raw: bytes) -> int:
     return int(raw[1:-2])
 

@@ -34,6 +34,13 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   its id), so Redis runs each client's requests in the order it sent them; round robin
   would let ``SET k v`` then ``GET k`` of one pipeline run in the other order (a known
   twemproxy flaw, twitter/twemproxy#353).
+* Pinned connections: a client that needs server-side state of its own (WATCH) or would
+  hold a connection (a blocking pop) leases one of at most ``pinned_connections`` dedicated
+  connections per backend (``lease``), as a ``Pin``. While pinned, only that client's
+  requests travel on it; it comes back to the idle list only in a known state (its reset
+  commands, such as UNWATCH, queued first — the FIFO runs them before the next holder's
+  requests), and is closed instead when it is busy with something that cannot be taken back
+  (a pop still waiting: closing it means no element is popped for nobody).
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ log = logging.getLogger("pyproxy.backend")
 
 _MIN_RETRY = 0.05
 _MAX_RETRY = 1.0
+_IDLE_PINS = 32  # pinned connections kept open for reuse, per backend and protocol
 
 
 class Backend:
@@ -66,7 +74,7 @@ class Backend:
     """
 
     __slots__ = ("address", "host", "port", "settings", "connections", "connections3",
-                 "retired", "stats", "pool_stats")
+                 "retired", "stats", "pool_stats", "idle_pins", "pinned")
 
     def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
         self.address = address
@@ -77,6 +85,8 @@ class Backend:
         self.connections = [Connection(self) for _ in range(settings.server_connections)]
         self.connections3: list[Connection] = []
         self.retired = False
+        self.idle_pins: dict[bool, list[Connection]] = {False: [], True: []}  # by resp3
+        self.pinned = 0  # pinned connections open: leased or idle
 
     def send(self, payload: bytes, waiter: Waiter, affinity: int = 0, resp3: bool = False) -> None:
         """Queue a request; ``affinity`` (the client's id) picks the connection."""
@@ -87,6 +97,14 @@ class Backend:
             connections[0].send(payload, waiter)
             return
         connections[affinity % len(connections)].send(payload, waiter)
+
+    def send_block(self, block: list[tuple[bytes, Waiter]], affinity: int = 0,
+                   resp3: bool = False) -> None:
+        """Queue requests that must reach Redis together, or not at all (a transaction)."""
+        connections = self.connections
+        if resp3:
+            connections = self.connections3 or self._open_resp3()
+        connections[affinity % len(connections)].send_block(block)
 
     def _open_resp3(self) -> list[Connection]:
         count = self.settings.server_connections
@@ -105,6 +123,44 @@ class Backend:
         self.retired = True
         for connection in self.all_connections():
             connection.close_when_idle()
+        for idle in self.idle_pins.values():
+            for connection in idle:
+                connection.close_when_idle()
+            idle.clear()
+
+    def lease(self, resp3: bool, timeout: bool = True) -> Connection | None:
+        """A pinned connection for one client, or None when ``pinned_connections`` are all
+        in use. ``timeout=False`` for blocking commands, which wait as long as they say."""
+        idle = self.idle_pins[resp3]
+        while idle:
+            connection = idle.pop()
+            if not connection.closing:
+                connection.set_timeout(timeout)
+                return connection
+            self.pinned -= 1
+        if self.retired or self.pinned >= self.settings.pinned_connections:
+            return None
+        self.pinned += 1
+        connection = Connection(self, resp3=resp3, pinned=True)
+        connection.set_timeout(timeout)
+        return connection
+
+    def give_back(self, connection: Connection, reset: list[bytes]) -> None:
+        """A pin's connection returns: ``reset`` (UNWATCH, ...) is queued on it first, then it
+        is idle — or closed, if the backend is retired or enough are idle already."""
+        for payload in reset:
+            connection.send(payload, Swallow(connection.on_reset_error))
+        idle = self.idle_pins[connection.resp3]
+        if self.retired or connection.closing or len(idle) >= _IDLE_PINS:
+            self.close_pinned(connection)
+        else:
+            idle.append(connection)
+
+    def close_pinned(self, connection: Connection) -> None:
+        """Close a pinned connection now: whatever waits on it gets an error."""
+        if not connection.closing:
+            self.pinned -= 1
+        connection.abandon()
 
     def snapshot(self) -> BackendSnapshot:
         connections = self.all_connections()
@@ -155,12 +211,13 @@ class Connection:
     __slots__ = (
         "backend", "loop", "link", "transport", "connecting", "fifo", "sent", "out",
         "flush_scheduled", "rest", "expired", "timer", "failures", "retry_at", "last_error",
-        "closing", "timeout", "resp3", "connect_task",
+        "closing", "timeout", "pool_timeout", "resp3", "pinned", "connect_task",
     )
 
-    def __init__(self, backend: Backend, resp3: bool = False):
+    def __init__(self, backend: Backend, resp3: bool = False, pinned: bool = False):
         self.backend = backend
         self.resp3 = resp3
+        self.pinned = pinned
         self.loop = asyncio.get_running_loop()
         self.link: Link | None = None  # the TCP connection open or being made
         self.transport: asyncio.Transport | None = None  # the link's, once it is made
@@ -178,7 +235,8 @@ class Connection:
         self.closing = False
         self.connect_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         timeout_ms = backend.settings.timeout_ms
-        self.timeout = timeout_ms / 1000.0 if timeout_ms else 0.0
+        self.pool_timeout = timeout_ms / 1000.0 if timeout_ms else 0.0
+        self.timeout = self.pool_timeout  # 0 on a pinned connection leased for blocking
 
     # ------------------------------------------------------------ sending
 
@@ -201,12 +259,37 @@ class Connection:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def send_block(self, block: list[tuple[bytes, Waiter]]) -> None:
+        """Queue every request of ``block`` back to back — contiguous in the FIFO and in what
+        is written — or, if the connection is down, none of them: each waiter gets the error."""
+        if self.transport is None and not self.connecting and not self.connect_if_due():
+            self.backend.pool_stats.forward_error += len(block)
+            down = self._down_reply()
+            for _, waiter in block:
+                waiter.settle(down)
+            return
+        for payload, waiter in block:
+            self.send(payload, waiter)
+
     def _flush(self) -> None:
         self.flush_scheduled = False
         if self.transport is not None and self.out:
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
+
+    def set_timeout(self, on: bool) -> None:
+        """The pool's request timeout, or none at all (a pinned connection for blocking)."""
+        self.timeout = self.pool_timeout if on else 0.0
+        if not on and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_reset_error(self, raw: bytes) -> None:
+        """A pinned connection's reset (UNWATCH) failed: its state is unknown, so it goes."""
+        log.warning("backend %s: resetting a pinned connection failed (%s); closing it",
+                    self.backend.address, raw.decode(errors="replace").strip())
+        self.backend.close_pinned(self)
 
     def _down_reply(self) -> bytes:
         address, why = self.backend.address, self.last_error
@@ -231,7 +314,7 @@ class Connection:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: link, backend.host, backend.port),
-                timeout=self.timeout or 5.0,
+                timeout=self.pool_timeout or 5.0,
             )
         except (TimeoutError, OSError, UnicodeError) as exc:  # UnicodeError: an unusable name
             if self.link is not link:
@@ -335,8 +418,10 @@ class Connection:
 
     def _on_timer(self) -> None:
         self.timer = None
-        now = self.loop.time()
         timeout = self.timeout
+        if not timeout:
+            return
+        now = self.loop.time()
         sent = self.sent
         first, timed_out = self.expired, 0
         next_deadline = 0.0
@@ -429,6 +514,12 @@ class Connection:
         self.closing = True
         if not self.fifo:
             self._close()
+
+    def abandon(self) -> None:
+        """Close at once, in-flight requests or not (their waiters get an error)."""
+        self.closing = True
+        self._drop()
+        self._error_all("ERR pyproxy: backend connection closed")
 
     def _close(self) -> None:
         if self.transport is not None:

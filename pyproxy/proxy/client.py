@@ -22,6 +22,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..observe.snapshot import ClientSnapshot
 from ..protocol.resp import ProtocolError, RequestParser, element_error
 from .flow import FlowControl
 from .replies import Flusher, Reply
@@ -38,7 +39,7 @@ _ids = itertools.count(1)
 
 class Client(asyncio.Protocol):
     __slots__ = ("pool", "executor", "flusher", "transport", "parser", "queue", "dirty",
-                 "flow", "session", "clock", "read_at")
+                 "flow", "session", "clock", "laddr", "fd")
 
     def __init__(self, pool: Pool, executor: Executor, flusher: Flusher):
         self.pool = pool
@@ -50,9 +51,10 @@ class Client(asyncio.Protocol):
         self.queue: deque[Reply] = deque()
         self.dirty = False  # marked with the flusher this loop turn
         self.flow: FlowControl | None = None
-        self.session = Session(next(_ids), "", authenticated=not config.redis_auth)
         self.clock = asyncio.get_running_loop().time
-        self.read_at = 0.0  # when the current read arrived: the start of its requests' latency
+        self.session = Session(next(_ids), "", not config.redis_auth, self.clock())
+        self.laddr = ""
+        self.fd = -1
 
     # ------------------------------------------------------------ transport events
 
@@ -60,12 +62,13 @@ class Client(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(transport)  # type: ignore[arg-type]  # a Transport
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self.session.peer = (f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple)
-                             else str(peer or "unix"))
-        self.read_at = self.clock()
+        if sock is not None:
+            self.fd = sock.fileno()
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.session.peer = _address(transport.get_extra_info("peername"))
+        self.laddr = _address(transport.get_extra_info("sockname"))
+        self.session.created = self.session.last_active = self.clock()
         self.pool.clients.add(self)
         self.pool.stats.client_connections_total += 1
 
@@ -86,17 +89,30 @@ class Client(asyncio.Protocol):
 
     def idle_for(self, now: float) -> float:
         """Seconds since the last read, or 0 while a reply is still owed to the client."""
-        return 0.0 if self.queue else now - self.read_at
+        return 0.0 if self.queue else now - self.session.last_active
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
+    def snapshot(self, now: float) -> ClientSnapshot:
+        session, mode = self.session, self.session.mode
+        transport = self.transport
+        return ClientSnapshot(
+            id=session.id, addr=session.peer, laddr=self.laddr, fd=self.fd, name=session.name,
+            age=int(now - session.created), idle=int(now - session.last_active),
+            flags=mode.flag if mode is not None else "N", sub=0, psub=0, ssub=0,
+            multi=mode.queued() if mode is not None else -1, qbuf=self.parser.pending_bytes,
+            omem=transport.get_write_buffer_size() if transport is not None else 0,
+            cmd=session.last_command, resp=3 if session.resp3 else 2,
+            lib_name=session.lib_name, lib_ver=session.lib_ver,
+        )
+
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session.closing:
             return
-        self.read_at = self.clock()
+        session.last_active = self.clock()
         commands = self.parser.feed(data)
         stats = self.pool.stats
         stats.requests += len(commands)
@@ -162,7 +178,14 @@ class Client(asyncio.Protocol):
         self.pool.stats.client_err += 1
         log.info("client %s: protocol error: %s", self.session.peer, error)
         if reply is None:
-            self.queue.append(Reply(self, self.read_at, error.reply()))
+            self.queue.append(Reply(self, self.session.last_active, error.reply()))
         else:
             reply.settle(error.reply())
         self.session.closing = True
+
+
+def _address(name: object) -> str:
+    """A socket address as CLIENT LIST shows it: ``ip:port``, or the unix socket's path."""
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name or "unix")

@@ -8,13 +8,13 @@ command splitter and router). ``run`` takes one command of one client and:
 2. answers what needs no shard at all: unknown commands and wrong arity (Redis's own
    texts), ``NOAUTH`` before AUTH;
 3. lets the session's ``Mode`` (a transaction being queued, subscribed mode, ...) take it;
-4. otherwise dispatches it by the command table's ``kind`` to a ``Strategy``:
-   ``Forward`` (one key: that shard), ``SameShard`` (several keys that must share a shard),
-   ``Split`` (split per shard, merged by a ``fanout.Merge``), ``Local`` (answered by the
-   proxy), ``Refused`` (a reason, and nothing reaches a backend).
+4. otherwise dispatches it by the command table's ``kind`` to its ``Strategy``
+   (``strategies_for``): ``strategies`` (by key, split, local, refused), ``keyspace`` (every
+   shard, SCAN, WAIT), ``scripts``, ``info``, ``transaction``.
 
-Adding a command family is a ``Strategy`` here (or a ``Mode``), chosen by a new ``kind`` in
-``protocol/commands.py`` — never a branch in ``Client``.
+Adding a command family is a ``Strategy`` (or a ``Mode``) in its own module, chosen by a new
+``kind`` in ``protocol/commands.py`` and one line in ``strategies_for`` — never a branch in
+``Client``.
 
 Requests are re-framed from their parsed arguments before they reach a backend, never passed
 through as received: hiredis tolerates element types a request must not have, and a frame
@@ -24,18 +24,39 @@ Redis rejects would close a backend connection that other clients share.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import PoolConfig
-from ..observe.snapshot import ProxySnapshot
+from ..observe.snapshot import ClientSnapshot, ProxySnapshot
 from ..observe.stats import UNKNOWN_INDEX
-from ..protocol import resp
-from ..protocol.commands import COMMANDS, KEY, LOCAL, REFUSED, SAME, SPLIT, Command, lookup
-from ..protocol.resp import encode_command
-from . import fanout, local
+from ..protocol.commands import (
+    ANY,
+    COMMANDS,
+    EACH,
+    EVAL,
+    INFO,
+    KEY,
+    LOCAL,
+    REFUSED,
+    SAME,
+    SCAN,
+    SCRIPT,
+    SPLIT,
+    TRANSACTION,
+    WAIT,
+    Command,
+    lookup,
+)
+from . import errors, fanout, local
+from .dispatch import Strategy
+from .info import Info, OpsRate
+from .keyspace import Any, Each, Scan, Wait
 from .replies import Owner, Reply
+from .scripts import ScriptCache, ScriptCall, Scripts
 from .session import Session
+from .strategies import Forward, Local, Refused, SameShard, Split
+from .transaction import TransactionControl
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -45,159 +66,78 @@ class Requester(Owner, Protocol):
     """What the executor needs of a client connection (``client.Client`` is one)."""
 
     queue: deque[Reply]
-    read_at: float  # loop time the current read arrived
-    session: Session
+    session: Session  # its last_active: when the current read arrived (latency's start)
 
 
-# ---------------------------------------------------------------- error replies
-
-def unknown_command(args: list[bytes]) -> bytes:
-    """Redis's own message, byte for byte: the arguments shown fill at most 128 bytes."""
-    shown = b""
-    for arg in args[1:]:
-        if len(shown) >= 128:
-            break
-        shown += b"'" + arg[: 128 - len(shown)] + b"' "
-    message = b"-ERR unknown command '" + args[0][:128] + b"', with args beginning with: " + shown
-    return message.replace(b"\r", b" ").replace(b"\n", b" ") + resp.CRLF
-
-
-def wrong_arity(command: Command) -> bytes:
-    return resp.error(f"ERR wrong number of arguments for '{command.name}' command")
-
-
-def refused(command: Command, reason: str) -> bytes:
-    return resp.error(f"ERR pyproxy: '{command.name.upper()}' is not supported: {reason}")
-
-
-def cross_shard(command: Command) -> bytes:
-    return resp.error(
-        f"ERR pyproxy: the keys of '{command.name.upper()}' live on different shards"
-        " (use a hash tag to keep them together)"
-    )
-
-
-# ---------------------------------------------------------------- strategies
-
-class Strategy:
-    """How one kind of command is served."""
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        raise NotImplementedError
-
-
-class Forward(Strategy):
-    """One key at argument 1: the whole command to the shard that owns it."""
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        route = executor.pool.routes.locate(args[1])
-        route.send(encode_command(args), reply, session.id, session.resp3)
-
-
-class SameShard(Strategy):
-    """Several keys that must live on one shard: forwarded whole, or refused."""
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        try:
-            positions = command.key_positions(args)
-        except KeyError as why:
-            reply.settle(resp.error(f"ERR pyproxy: '{command.name.upper()}': {why.args[0]}"))
-            return
-        if not positions:
-            reply.settle(refused(command, "it names no key, so no shard can be chosen"))
-            return
-        routes = executor.pool.routes
-        owners = {routes.locate(args[p]) for p in positions}
-        if len(owners) > 1:
-            reply.settle(cross_shard(command))
-            return
-        owners.pop().send(encode_command(args), reply, session.id, session.resp3)
-
-
-class Split(Strategy):
-    """MGET/MSET/DEL/...: one sub-command per shard, merged in the client's key order."""
-
-    def __init__(self, merge: fanout.Merge):
-        self.merge = merge
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        positions = command.key_positions(args)
-        if command.step == 2 and len(args) % 2 == 0:  # MSET with a key missing its value
-            reply.settle(wrong_arity(command))
-            return
-        parts = fanout.plan(args, positions, command.step, executor.pool.routes.locate)
-        if len(parts) == 1:  # every key on one shard: Redis's own reply is the answer
-            parts[0][0].send(encode_command(args), reply, session.id, session.resp3)
-            return
-        fan = fanout.FanOut(reply, self.merge, [indexes for _, _, indexes in parts],
-                            len(positions))
-        executor.stats.fragments += len(parts)
-        for index, (route, frame, _) in enumerate(parts):
-            route.send(frame, fan.part(index), session.id, session.resp3)
-
-
-class Local(Strategy):
-    """Answered by the proxy itself (``local``)."""
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        reply.settle(local.answer(session, executor, command.name, args))
-
-
-class Refused(Strategy):
-    """Cannot be served correctly through a sharding proxy: the reason, nothing sent."""
-
-    def run(self, executor: Executor, session: Session, command: Command, args: list[bytes],
-            reply: Reply) -> None:
-        executor.stats.refused += 1
-        reply.settle(refused(command, command.reason))
-
-
-def _strategy(command: Command) -> Strategy:
-    if command.kind == SPLIT:
-        return Split(fanout.MERGES[command.merge])
-    return _BY_KIND[command.kind]
-
-
-_BY_KIND: dict[int, Strategy] = {KEY: Forward(), SAME: SameShard(), LOCAL: Local(),
-                                 REFUSED: Refused()}
+def strategies_for(commands: Iterable[Command], scripts: ScriptCache,
+                   rate: OpsRate) -> list[Strategy]:
+    """One strategy per command, by its kind (and merge rule)."""
+    by_kind: dict[int, Strategy] = {
+        KEY: Forward(), SAME: SameShard(), LOCAL: Local(), REFUSED: Refused(),
+        EVAL: ScriptCall(scripts), SCRIPT: Scripts(scripts), ANY: Any(), SCAN: Scan(),
+        WAIT: Wait(), INFO: Info(rate), TRANSACTION: TransactionControl(),
+    }
+    split: dict[int, type[Strategy]] = {SPLIT: Split, EACH: Each}
+    return [
+        split[c.kind](fanout.MERGES[c.merge]) if c.kind in split  # type: ignore[call-arg]
+        else by_kind[c.kind]
+        for c in commands
+    ]
 
 
 # ---------------------------------------------------------------- the executor
 
 class Executor:
-    """Serves one pool's commands; ``snapshot`` gives local commands (INFO) the proxy's view."""
+    """Serves one pool's commands (the ``dispatch.Context`` of its strategies); ``snapshot``
+    gives them the proxy's view."""
 
-    __slots__ = ("pool", "stats", "config", "snapshot", "strategies")
+    __slots__ = ("pool", "stats", "config", "snapshot", "strategies", "scripts", "rate")
 
     def __init__(self, pool: Pool, snapshot: Callable[[], ProxySnapshot]):
         self.pool = pool
         self.stats = pool.stats
         self.config: PoolConfig = pool.config
         self.snapshot = snapshot
-        self.strategies = [_strategy(command) for command in COMMANDS.values()]
+        self.scripts = ScriptCache()
+        self.rate = OpsRate()
+        self.strategies = strategies_for(COMMANDS.values(), self.scripts, self.rate)
+
+    def clients(self, now: float) -> list[ClientSnapshot]:
+        return [client.snapshot(now) for client in self.pool.clients]
+
+    def kill(self, session_id: int) -> bool:
+        for client in self.pool.clients:
+            if client.session.id == session_id:
+                client.close()
+                return True
+        return False
+
+    def sample(self, now: float) -> None:
+        """Called every 100 ms: the ops rate INFO reports."""
+        self.rate.sample(now, self.stats.requests)
 
     def run(self, client: Requester, args: list[bytes]) -> None:
         command = lookup(args[0])
-        reply = Reply(client, client.read_at)
+        session = client.session
+        reply = Reply(client, session.last_active)
         client.queue.append(reply)
         stats = self.stats
         if command is None:
             stats.unknown += 1
             stats.commands[UNKNOWN_INDEX] += 1
-            reply.settle(unknown_command(args))
+            reply.settle(errors.unknown_command(args))
+            if session.mode is not None:
+                session.mode.rejected()
             return
         index = command.index
         reply.command = index
         stats.commands[index] += 1
+        session.last_command = command.name
         if not command.arity_ok(len(args)):
-            reply.settle(wrong_arity(command))
+            reply.settle(errors.wrong_arity(command))
+            if session.mode is not None:
+                session.mode.rejected()
             return
-        session = client.session
         if not session.authenticated and command.name not in local.BEFORE_AUTH:
             reply.settle(local.NOAUTH)
             return

@@ -18,6 +18,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
@@ -104,7 +105,65 @@ class Sum(Merge):
         return resp.integer(sum(resp.integer_value(raw) for raw in replies))
 
 
-MERGES: dict[str, Merge] = {"array": InKeyOrder(), "ok": AllOk(), "sum": Sum()}
+class Concat(Merge):
+    """KEYS: every shard's elements, one array."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        total, bodies = 0, []
+        for raw in replies:
+            nl = raw.find(resp.CRLF)
+            total += int(raw[1:nl])
+            bodies.append(raw[nl + 2:])
+        return b"*%d\r\n" % total + b"".join(bodies)
+
+
+class Minimum(Merge):
+    """LASTSAVE (the oldest save: when every shard had saved), WAIT (the fewest replicas)."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        return resp.integer(min(resp.integer_value(raw) for raw in replies))
+
+
+class RandomOne(Merge):
+    """RANDOMKEY: a key from a shard that has one (uniformly among those), else the null."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        keys = [raw for raw in replies if not resp.is_null(raw)]
+        return random.choice(keys) if keys else replies[0]
+
+
+class Same(Merge):
+    """SCRIPT LOAD: every shard must answer the same (the script's sha)."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        if any(raw != replies[0] for raw in replies):
+            return resp.error("ERR pyproxy: the shards answered differently")
+        return replies[0]
+
+
+class AllOf(Merge):
+    """SCRIPT EXISTS: 1 for a sha only if every shard has it."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        flags: list[bool] | None = None
+        for raw in replies:
+            shard = [item == b":1\r\n" for item in resp.array_items(raw)]
+            flags = shard if flags is None else [a and b for a, b in zip(flags, shard,
+                                                                        strict=True)]
+        return resp.array([b":1\r\n" if f else b":0\r\n" for f in flags or []])
+
+
+class AnyOk(Merge):
+    """SCRIPT KILL: +OK if some shard killed its script, else the first shard's error."""
+
+    def combine(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        return resp.OK if resp.OK in replies else replies[0]
+
+
+MERGES: dict[str, Merge] = {
+    "array": InKeyOrder(), "ok": AllOk(), "sum": Sum(), "concat": Concat(), "min": Minimum(),
+    "random": RandomOne(), "same": Same(), "all": AllOf(), "any_ok": AnyOk(),
+}
 
 
 # ---------------------------------------------------------------- the fan-out

@@ -1,5 +1,5 @@
 """Commands the proxy answers itself: PING, ECHO, QUIT, SELECT, AUTH, CLIENT, HELLO,
-COMMAND, INFO, CONFIG.
+COMMAND, CONFIG.
 
 Replies mimic Redis byte for byte where a client may depend on them (error codes such as
 ``NOAUTH``, ``WRONGPASS`` and ``NOPROTO``; HELLO's field names), so redis-cli, redis-py and
@@ -8,31 +8,25 @@ RESP3: the proxy's own maps and nulls are then written the RESP3 way, and its fo
 requests travel on RESP3 backend connections (see ``backend``).
 ``CONFIG GET`` describes the proxy, never a shard: it persists nothing (``save`` is empty,
 ``appendonly`` is ``no``), and every other parameter is absent from the answer.
+``CLIENT LIST``/``INFO``/``KILL`` are about the proxy's own client connections (of this
+pool), in Redis's format.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import PoolConfig
-from ..observe.snapshot import ProxySnapshot
+from ..observe.snapshot import ClientSnapshot
 from ..protocol import resp
 from ..protocol.commands import COMMANDS, LOCAL, REFUSED
 from .session import Session
 
-
-class Context(Protocol):
-    """What local commands may see beyond their session: the pool's settings and a read-only
-    view of the whole proxy (the ``Executor`` provides both)."""
-
-    config: PoolConfig
-
-    def snapshot(self) -> ProxySnapshot: ...
+if TYPE_CHECKING:
+    from .dispatch import Context
 
 BEFORE_AUTH = frozenset({"auth", "hello", "quit", "ping"})
+QUEUEABLE = frozenset({"ping", "echo"})  # inside MULTI they are queued and run by the shard
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 NOPASSWORD = resp.error(
@@ -122,10 +116,106 @@ def _client(session: Session, context: Context, args: list[bytes]) -> bytes:
         return resp.integer(session.id)
     if sub == b"setinfo" and len(args) == 4:
         return _setinfo(session, args[2], args[3])
-    if sub in (b"setname", b"getname", b"id", b"setinfo"):
+    if sub == b"list":
+        return _client_list(session, context, args[2:])
+    if sub == b"info" and len(args) == 2:
+        (me,) = [c for c in context.clients(session.last_active) if c.id == session.id]
+        return _verbatim(session, client_line(me))
+    if sub == b"kill" and len(args) >= 3:
+        return _client_kill(session, context, args[2:])
+    if sub in (b"setname", b"getname", b"id", b"setinfo", b"info", b"kill"):
         return resp.error(f"ERR wrong number of arguments for 'client|{sub.decode()}' command")
     return resp.error(f"ERR pyproxy: 'CLIENT {sub.decode(errors='replace').upper()}' is not "
-                      "supported: it describes one redis-server's clients")
+                      "supported: only SETNAME, GETNAME, ID, SETINFO, LIST, INFO and KILL are "
+                      "(about the proxy's own clients)")
+
+
+def client_line(c: ClientSnapshot) -> str:
+    """One CLIENT LIST line, fields in Redis 7.2's order."""
+    return (f"id={c.id} addr={c.addr} laddr={c.laddr} fd={c.fd} "
+            f"name={c.name.decode(errors='replace')} age={c.age} idle={c.idle} flags={c.flags} "
+            f"db=0 sub={c.sub} psub={c.psub} ssub={c.ssub} multi={c.multi} qbuf={c.qbuf} "
+            f"qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={c.omem} "
+            f"tot-mem={c.qbuf + c.omem} events=r cmd={c.cmd} user=default redir=-1 "
+            f"resp={c.resp} lib-name={c.lib_name.decode(errors='replace')} "
+            f"lib-ver={c.lib_ver.decode(errors='replace')}\n")
+
+
+def _verbatim(session: Session, text: str) -> bytes:
+    """A bulk string (RESP2) or a verbatim string (RESP3), as Redis sends CLIENT LIST."""
+    data = text.encode()
+    if session.resp3:
+        return b"=%d\r\ntxt:%b\r\n" % (len(data) + 4, data)
+    return resp.bulk(data)
+
+
+def _client_list(session: Session, context: Context, options: list[bytes]) -> bytes:
+    clients = sorted(context.clients(session.last_active), key=lambda c: c.id)
+    if options:
+        if options[0].upper() == b"TYPE" and len(options) == 2:
+            of_type = _of_type(clients, options[1].decode(errors="replace"))
+            if isinstance(of_type, bytes):
+                return of_type
+            clients = of_type
+        elif options[0].upper() == b"ID" and len(options) >= 2:
+            try:
+                wanted = {int(o) for o in options[1:]}
+            except ValueError:
+                return resp.error("ERR Invalid client ID")
+            clients = [c for c in clients if c.id in wanted]
+        else:
+            return SYNTAX
+    return _verbatim(session, "".join(client_line(c) for c in clients))
+
+
+def _of_type(clients: list[ClientSnapshot], kind: str) -> list[ClientSnapshot] | bytes:
+    """The clients of a CLIENT LIST/KILL TYPE (the proxy has no master or replica clients),
+    or Redis's error for an unknown type."""
+    kind = kind.lower()
+    if kind not in ("normal", "pubsub", "master", "replica", "slave"):
+        return resp.error(f"ERR Unknown client type '{kind}'")
+    return [c for c in clients if kind in ("normal", "pubsub")
+            and ("P" in c.flags) == (kind == "pubsub")]
+
+
+def _client_kill(session: Session, context: Context, args: list[bytes]) -> bytes:
+    """CLIENT KILL addr (the old form: +OK or an error) or CLIENT KILL <filter value> ...
+    (a count): ID, ADDR, LADDR, USER, SKIPME, TYPE, as Redis."""
+    clients = list(context.clients(session.last_active))
+    if len(args) == 1:
+        found = [c for c in clients if c.addr == args[0].decode(errors="replace")]
+        if not found:
+            return resp.error("ERR No such client")
+        context.kill(found[0].id)
+        return resp.OK
+    if len(args) % 2:
+        return SYNTAX
+    skip_me = True
+    for i in range(0, len(args), 2):
+        option, value = args[i].upper(), args[i + 1].decode(errors="replace")
+        if option == b"ID":
+            if not value.isdigit():
+                return resp.error("ERR client-id should be greater than 0")
+            clients = [c for c in clients if c.id == int(value)]
+        elif option == b"ADDR":
+            clients = [c for c in clients if c.addr == value]
+        elif option == b"LADDR":
+            clients = [c for c in clients if c.laddr == value]
+        elif option == b"USER":
+            clients = clients if value == "default" else []
+        elif option == b"TYPE":
+            of_type = _of_type(clients, value)
+            if isinstance(of_type, bytes):
+                return of_type
+            clients = of_type
+        elif option == b"SKIPME":
+            if value.lower() not in ("yes", "no"):
+                return SYNTAX
+            skip_me = value.lower() == "yes"
+        else:
+            return SYNTAX
+    killed = sum(context.kill(c.id) for c in clients if not (skip_me and c.id == session.id))
+    return resp.integer(killed)
 
 
 def _hello(session: Session, context: Context, args: list[bytes]) -> bytes:
@@ -188,35 +278,6 @@ def _command(session: Session, context: Context, args: list[bytes]) -> bytes:
                       "is not supported")
 
 
-def _info(session: Session, context: Context, args: list[bytes]) -> bytes:
-    view = context.snapshot()
-    lines = [
-        "# Proxy",
-        f"pyproxy_version:{__version__}",
-        "redis_mode:proxy",
-        f"process_id:{os.getpid()}",
-        f"uptime_in_seconds:{int(time.time() - view.started)}",
-        "",
-        "# Clients",
-        f"connected_clients:{view.clients}",
-        "",
-        "# Stats",
-        f"total_connections_received:{view.connections_total}",
-        f"total_commands_processed:{view.requests_total}",
-        "",
-        "# Pools",
-    ]
-    for pool in view.pools:
-        table = pool.table
-        masters = ",".join(f"{s.name}={s.master or '-'}" for s in table.shards)
-        lines.append(
-            f"pool_{pool.name}:listen={pool.listen},shards={len(table.shards)},"
-            f"table_version={table.version},source={table.source}"
-        )
-        lines.append(f"pool_{pool.name}_masters:{masters}")
-    return resp.bulk(("\r\n".join(lines) + "\r\n").encode())
-
-
 # CONFIG GET answers describe the proxy itself, never a shard (the shards' settings may
 # differ). The proxy persists nothing: redis-benchmark asks exactly these two at start and
 # warns "Could not fetch server CONFIG" unless each comes back as a name/value pair.
@@ -252,7 +313,7 @@ def _setinfo(session: Session, attribute: bytes, value: bytes) -> bytes:
 
 _HANDLERS = {
     "ping": _ping, "echo": _echo, "quit": _quit, "select": _select, "auth": _auth,
-    "client": _client, "hello": _hello, "command": _command, "info": _info, "config": _config,
+    "client": _client, "hello": _hello, "command": _command, "config": _config,
 }
 
 assert set(_HANDLERS) == {n for n, c in COMMANDS.items() if c.kind == LOCAL}, "LOCAL table drift"

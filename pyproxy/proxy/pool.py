@@ -17,12 +17,13 @@ from collections.abc import Sized
 from typing import Protocol
 
 from ..config import PoolConfig
-from ..observe.snapshot import PoolSnapshot
+from ..observe.snapshot import ClientSnapshot, PoolSnapshot
 from ..observe.stats import PoolStats, copy_counters
-from ..protocol import resp
 from ..routing.routes import Routes
 from ..routing.table import RoutingTable
-from .backend import Backend
+from . import errors
+from .backend import Backend, Connection
+from .errors import Unroutable
 from .replies import Waiter
 from .session import Session
 
@@ -36,32 +37,99 @@ class Member(Protocol):
     @property
     def session(self) -> Session: ...
 
+    def snapshot(self, now: float) -> ClientSnapshot: ...
+
     def idle_for(self, now: float) -> float: ...
 
     def close(self) -> None: ...
 
 
+class Pin:
+    """A pinned backend connection one session holds for one shard (see ``backend``).
+
+    ``reset`` are the commands that put the connection back in a neutral state when the pin is
+    released (UNWATCH for a watch). With ``close_if_busy``, a release while requests still wait
+    on the connection closes it instead (a blocking pop must not pop for nobody).
+    """
+
+    __slots__ = ("shard", "backend", "connection", "reset", "close_if_busy")
+
+    def __init__(self, shard: str, backend: Backend, connection: Connection,
+                 reset: list[bytes], close_if_busy: bool = False):
+        self.shard = shard
+        self.backend = backend
+        self.connection = connection
+        self.reset = reset
+        self.close_if_busy = close_if_busy
+
+    def send(self, payload: bytes, waiter: Waiter) -> None:
+        self.connection.send(payload, waiter)
+
+    def send_block(self, block: list[tuple[bytes, Waiter]]) -> None:
+        self.connection.send_block(block)
+
+    def release(self) -> None:
+        if self.close_if_busy and self.connection.fifo:
+            self.backend.close_pinned(self.connection)
+        else:
+            self.backend.give_back(self.connection, self.reset)
+
+
 class ShardRoute:
     """Where one shard's requests go right now: its master's backend, or nowhere.
 
-    Immutable once built (a topology change builds new ones inside new ``Routes``).
+    Immutable once built (a topology change builds new ones inside new ``Routes``). ``send``
+    honours the session's pin for this shard: a watching client's requests to the shard it
+    watches travel on its own connection.
     """
 
-    __slots__ = ("index", "name", "backend", "stats")
+    __slots__ = ("index", "name", "backend", "stats", "pinned_limit")
 
-    def __init__(self, index: int, name: str, backend: Backend | None, stats: PoolStats):
+    def __init__(self, index: int, name: str, backend: Backend | None, stats: PoolStats,
+                 pinned_limit: int):
         self.index = index
         self.name = name
         self.backend = backend
         self.stats = stats
+        self.pinned_limit = pinned_limit
 
-    def send(self, payload: bytes, waiter: Waiter, affinity: int, resp3: bool) -> None:
+    def send(self, payload: bytes, waiter: Waiter, session: Session) -> None:
+        pin = session.pin
+        if pin is not None and pin.shard == self.name:
+            pin.send(payload, waiter)
+            return
         backend = self.backend
         if backend is None:
             self.stats.forward_error += 1
-            waiter.settle(resp.error(f"ERR pyproxy: shard {self.name} has no master right now"))
+            waiter.settle(errors.no_master(self.name))
         else:
-            backend.send(payload, waiter, affinity, resp3)
+            backend.send(payload, waiter, session.id, session.resp3)
+
+    def send_block(self, block: list[tuple[bytes, Waiter]], session: Session) -> None:
+        """Requests that must reach the shard together or not at all (``Connection.send_block``)."""
+        pin = session.pin
+        if pin is not None and pin.shard == self.name:
+            pin.send_block(block)
+            return
+        backend = self.backend
+        if backend is None:
+            self.stats.forward_error += len(block)
+            for _, waiter in block:
+                waiter.settle(errors.no_master(self.name))
+        else:
+            backend.send_block(block, session.id, session.resp3)
+
+    def pin(self, session: Session, reset: list[bytes], blocking: bool = False) -> Pin:
+        """Lease a pinned connection to this shard's master; ``Unroutable`` if none."""
+        backend = self.backend
+        if backend is None:
+            self.stats.forward_error += 1
+            raise Unroutable(errors.no_master(self.name))
+        connection = backend.lease(session.resp3, timeout=not blocking)
+        if connection is None:
+            self.stats.forward_error += 1
+            raise Unroutable(errors.no_pinned_connection(self.name, self.pinned_limit))
+        return Pin(self.name, backend, connection, reset, close_if_busy=blocking)
 
 
 class Pool:
@@ -81,7 +149,7 @@ class Pool:
     def _routes(self, table: RoutingTable, backends: dict[str, Backend]) -> Routes[ShardRoute]:
         endpoints = [
             ShardRoute(index, shard.name, backends.get(shard.master) if shard.master else None,
-                       self.stats)
+                       self.stats, self.config.pinned_connections)
             for index, shard in enumerate(table.shards)
         ]
         return Routes(table, endpoints, self.config.hash_tag)

@@ -8,6 +8,8 @@ and the executor get a ``Session``, never the whole ``Client``.
   ``lib_name``/``lib_ver`` (CLIENT SETINFO), ``authenticated`` (AUTH against
   ``redis_auth``), ``resp3`` (HELLO 3).
 * ``closing``: reply to what was read, then close (QUIT, or a protocol error).
+* ``pin``: a pinned backend connection to one shard (``pool.Pin``) while the client WATCHes:
+  its requests to that shard go there, so Redis sees them on the connection that watches.
 * ``mode``: ``None`` for ordinary command-by-command service, or a ``Mode`` that sees every
   command first. A per-connection mode — a transaction being queued, a RESP2 client in
   subscribed mode, a client blocked in BLPOP — is a ``Mode`` subclass in its own module,
@@ -20,18 +22,43 @@ Pure: no asyncio, no sockets.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ..protocol.commands import Command
-from .replies import Reply
+from .replies import Reply, Waiter
+
+
+class Pinned(Protocol):
+    """A pinned backend connection to one shard (``pool.Pin`` is the one implementation)."""
+
+    shard: str
+    reset: list[bytes]  # what release() queues first to make the connection neutral again
+
+    def send(self, payload: bytes, waiter: Waiter) -> None: ...
+
+    def send_block(self, block: list[tuple[bytes, Waiter]]) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class Mode:
     """A per-connection mode: it sees each command (already known, with a valid arity, from
     an authenticated client) before ordinary dispatch."""
 
+    flag = "N"  # CLIENT LIST's flags letter for a client in this mode
+
     def intercept(self, command: Command, args: list[bytes], reply: Reply) -> bool:
         """Serve ``args`` (settling ``reply``) and return True, or return False to let the
         executor dispatch it as usual."""
         raise NotImplementedError
+
+    def rejected(self) -> None:
+        """The executor answered a command with an error before the mode saw it (unknown
+        command, wrong arity), as Redis does before queueing."""
+
+    def queued(self) -> int:
+        """Commands queued (CLIENT LIST's ``multi``), or -1 when the mode queues nothing."""
+        return -1
 
     def end(self) -> None:
         """The connection closed while in this mode: release what the mode holds."""
@@ -39,9 +66,9 @@ class Mode:
 
 class Session:
     __slots__ = ("id", "peer", "name", "lib_name", "lib_ver", "authenticated", "resp3",
-                 "closing", "mode")
+                 "closing", "mode", "pin", "written", "created", "last_active", "last_command")
 
-    def __init__(self, session_id: int, peer: str, authenticated: bool):
+    def __init__(self, session_id: int, peer: str, authenticated: bool, now: float = 0.0):
         self.id = session_id
         self.peer = peer
         self.name = b""
@@ -51,9 +78,20 @@ class Session:
         self.resp3 = False  # HELLO 3: replies then come from RESP3 backend connections
         self.closing = False
         self.mode: Mode | None = None
+        self.pin: Pinned | None = None  # a pinned connection (WATCH), for pin.shard only
+        self.written: set[str] = set()  # shards sent a command that may write (for WAIT)
+        self.created = now  # loop times, for CLIENT LIST
+        self.last_active = now
+        self.last_command = "NULL"  # as CLIENT LIST shows a client that sent nothing yet
+
+    def unpin(self) -> None:
+        pin, self.pin = self.pin, None
+        if pin is not None:
+            pin.release()
 
     def end(self) -> None:
-        """The connection is gone: let the mode release what it holds."""
+        """The connection is gone: the mode and the pin release what they hold."""
         mode, self.mode = self.mode, None
         if mode is not None:
             mode.end()
+        self.unpin()

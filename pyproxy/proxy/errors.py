@@ -1,0 +1,82 @@
+"""Error replies the proxy writes itself, in one place.
+
+Where Redis has a text for the situation, it is Redis's byte for byte (clients and their test
+suites match on it): unknown command, wrong arity, the transaction errors. Where the proxy
+refuses something a single Redis would do, the text starts ``ERR pyproxy:`` and says why.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from ..protocol import resp
+from ..protocol.commands import Command
+
+
+class Unroutable(Exception):
+    """No shard can serve the command as it is; ``reply`` is the error the client gets."""
+
+    def __init__(self, reply: bytes):
+        super().__init__(reply)
+        self.reply = reply
+
+
+def unknown_command(args: list[bytes]) -> bytes:
+    """Redis's own message, byte for byte: the arguments shown fill at most 128 bytes."""
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg[: 128 - len(shown)] + b"' "
+    message = b"-ERR unknown command '" + args[0][:128] + b"', with args beginning with: " + shown
+    return message.replace(b"\r", b" ").replace(b"\n", b" ") + resp.CRLF
+
+
+def wrong_arity(command: Command) -> bytes:
+    return resp.error(f"ERR wrong number of arguments for '{command.name}' command")
+
+
+def refused(command: Command, reason: str) -> bytes:
+    return resp.error(f"ERR pyproxy: '{command.name.upper()}' is not supported: {reason}")
+
+
+def cross_shard(command: Command) -> bytes:
+    return resp.error(
+        f"ERR pyproxy: the keys of '{command.name.upper()}' live on different shards"
+        " (use a hash tag to keep them together)"
+    )
+
+
+def key_error(command: Command, why: str) -> bytes:
+    """The command's key arguments cannot be found (a bad numkeys, a missing STREAMS)."""
+    return resp.error(f"ERR pyproxy: '{command.name.upper()}': {why}")
+
+
+def no_master(shard: str) -> bytes:
+    return resp.error(f"ERR pyproxy: shard {shard} has no master right now")
+
+
+def no_pinned_connection(shard: str, limit: int) -> bytes:
+    return resp.error(f"ERR pyproxy: shard {shard} has no free connection for WATCH or blocking "
+                      f"commands (pinned_connections: {limit} in use); try again later")
+
+
+# Transactions: Redis's texts.
+QUEUED = b"+QUEUED\r\n"
+EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+NESTED_MULTI = b"-ERR MULTI calls can not be nested\r\n"
+EXEC_WITHOUT_MULTI = b"-ERR EXEC without MULTI\r\n"
+DISCARD_WITHOUT_MULTI = b"-ERR DISCARD without MULTI\r\n"
+WATCH_INSIDE_MULTI = b"-ERR WATCH inside MULTI is not allowed\r\n"
+
+
+def transaction_cross_shard(command: Command, shard: str) -> bytes:
+    return resp.error(
+        f"ERR pyproxy: '{command.name.upper()}' touches a key outside shard {shard}, where this "
+        "transaction runs (every key of a transaction must live on one shard: use a hash tag)"
+    )
+
+
+def not_in_transaction(command: Command) -> bytes:
+    return resp.error(f"ERR pyproxy: '{command.name.upper()}' cannot be queued in a transaction "
+                      "through the proxy (it is not served by one shard)")
