@@ -232,7 +232,7 @@ class SwitchWatch(threading.Thread):
         self._stop_event = threading.Event()
 
     def routes_to_heir(self) -> bool:
-        info = call(self.proxy, "INFO", timeout=1.0).decode()
+        info = call(self.proxy, "INFO", "proxy", timeout=1.0).decode()
         prefix = f"pool_{self.pool}_masters:"
         line = next(x for x in info.splitlines() if x.startswith(prefix))
         return f"{self.shard}={self.heir}" in line[len(prefix):].split(",")

@@ -33,10 +33,14 @@ class Endpoint:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.backend = name  # "has a master"
         self.sent: list[tuple[bytes, Any]] = []
 
-    def send(self, payload: bytes, waiter: Any, affinity: int, resp3: bool) -> None:
+    def send(self, payload: bytes, waiter: Any, session: Any) -> None:
         self.sent.append((payload, waiter))
+
+    def send_block(self, block: list[tuple[bytes, Any]], session: Any) -> None:
+        self.sent.extend(block)
 
     def answer(self, *replies: bytes) -> None:
         """Settle the oldest unanswered waiters with ``replies``, in order."""
@@ -65,7 +69,6 @@ class FakeClient:
 
     def __init__(self, pool: FakePool) -> None:
         self.queue: deque[Reply] = deque()
-        self.read_at = 0.0
         self.session = Session(7, "127.0.0.1:50000", authenticated=not pool.config.redis_auth)
         self.dirty = False
         self.flusher = Flusher()  # no scheduler: flush() writes nothing here

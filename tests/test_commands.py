@@ -13,7 +13,21 @@ from collections.abc import Iterator
 import hiredis
 import pytest
 
-from pyproxy.protocol.commands import COMMANDS, KEY, LOCAL, REFUSED, SAME, SPLIT, lookup
+from pyproxy.protocol.commands import (
+    COMMANDS,
+    EACH,
+    EVAL,
+    INFO,
+    KEY,
+    LOCAL,
+    REFUSED,
+    SAME,
+    SCAN,
+    SCRIPT,
+    SPLIT,
+    TRANSACTION,
+    lookup,
+)
 from pyproxy.protocol.resp import encode_command
 
 
@@ -188,16 +202,37 @@ def test_lookup_is_case_insensitive_and_exact_for_unknown() -> None:
 
 
 def test_kinds_of_the_issue_contract() -> None:
-    """The split set, the local set and the refused set named in issue 2."""
+    """The split set, the local set, the whole-keyspace set and what is still refused."""
     assert {n for n, c in COMMANDS.items() if c.kind == SPLIT} == {
         "mget", "mset", "del", "unlink", "exists", "touch"}
     assert {n for n, c in COMMANDS.items() if c.kind == LOCAL} >= {
-        "ping", "echo", "quit", "select", "auth", "client", "hello", "command", "info", "config"}
-    for name in ("keys", "scan", "flushall", "flushdb", "shutdown", "debug", "multi", "exec",
-                 "blpop", "brpop", "bzpopmin", "subscribe", "psubscribe", "publish", "script"):
+        "ping", "echo", "quit", "select", "auth", "client", "hello", "command", "config"}
+    assert {n for n, c in COMMANDS.items() if c.kind == EACH} == {
+        "dbsize", "keys", "flushdb", "flushall", "randomkey", "lastsave"}
+    assert {n for n, c in COMMANDS.items() if c.kind == TRANSACTION} == {
+        "multi", "exec", "discard", "watch", "unwatch"}
+    for name in ("shutdown", "debug", "blpop", "brpop", "bzpopmin", "subscribe", "psubscribe",
+                 "publish", "swapdb", "move", "migrate"):
         assert COMMANDS[name].kind == REFUSED and COMMANDS[name].reason, name
-    assert COMMANDS["eval"].kind == COMMANDS["evalsha"].kind == SAME
-    assert COMMANDS["rename"].kind == SAME
+    assert COMMANDS["eval"].kind == COMMANDS["evalsha"].kind == EVAL
+    assert COMMANDS["eval"].keyless and COMMANDS["fcall"].keyless
+    assert not COMMANDS["rename"].keyless and COMMANDS["rename"].kind == SAME
+    assert (COMMANDS["scan"].kind, COMMANDS["info"].kind, COMMANDS["script"].kind) == (
+        SCAN, INFO, SCRIPT)
+
+
+def test_readonly_flags_match_redis(redis_table: dict[str, list]) -> None:
+    """Only commands Redis itself calls readonly are ever run twice (a failover retry), and
+    every command that may write is noted for WAIT."""
+    containers = {"object", "memory", "xinfo"}  # read-only whatever the subcommand
+    wrong = {
+        name for name, command in COMMANDS.items()
+        if name in redis_table and name not in containers
+        and command.readonly != ("readonly" in {f.decode() for f in redis_table[name][2]})
+        and command.kind != REFUSED
+    }
+    assert wrong == set()
+    assert all(COMMANDS[name].readonly for name in containers)
 
 
 def test_arity_ok() -> None:

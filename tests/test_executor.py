@@ -73,15 +73,16 @@ def test_same_shard_keys_forwarded_whole_cross_shard_refused() -> None:
     pool, client, ex = setup()
     ex.run(client, [b"RENAME", A1, A2])
     ex.run(client, [b"RENAME", A1, B1])
-    ex.run(client, [b"EVAL", b"return 1", b"0"])
-    assert [p for p, _ in pool.endpoints[0].sent] == [encode_command([b"RENAME", A1, A2])]
+    ex.run(client, [b"EVAL", b"return 1", b"0"])  # a script without keys: the first shard
+    assert [p for p, _ in pool.endpoints[0].sent] == [
+        encode_command([b"RENAME", A1, A2]), encode_command([b"EVAL", b"return 1", b"0"])]
     assert not pool.endpoints[1].sent
-    pool.endpoints[0].answer(b"+OK\r\n")
+    pool.endpoints[0].answer(b"+OK\r\n", b":1\r\n")
     assert client.replies() == [
         b"+OK\r\n",
         b"-ERR pyproxy: the keys of 'RENAME' live on different shards (use a hash tag to keep "
         b"them together)\r\n",
-        b"-ERR pyproxy: 'EVAL' is not supported: it names no key, so no shard can be chosen\r\n",
+        b":1\r\n",
     ]
 
 
@@ -176,3 +177,32 @@ def test_session_end_without_a_mode_is_harmless(authenticated: bool) -> None:
     session = Session(1, "peer", authenticated)
     session.end()
     assert session.mode is None and session.authenticated is authenticated
+
+
+def test_a_transaction_sends_nothing_before_exec_then_one_block() -> None:
+    pool, client, ex = setup()
+    for args in ([b"MULTI"], [b"SET", A1, b"1"], [b"GET", A2], [b"PING"]):
+        ex.run(client, args)
+    assert not any(e.sent for e in pool.endpoints)
+    assert client.replies() == [b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n"]
+    ex.run(client, [b"EXEC"])
+    a = pool.endpoints[0]
+    assert [p for p, _ in a.sent] == [encode_command(c) for c in (
+        [b"MULTI"], [b"SET", A1, b"1"], [b"GET", A2], [b"PING"], [b"EXEC"])]
+    exec_reply = b"*3\r\n+OK\r\n$1\r\n1\r\n+PONG\r\n"
+    a.answer(b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", exec_reply)
+    assert client.replies()[-1] == exec_reply and client.session.mode is None
+
+
+@pytest.mark.parametrize("bad", [[b"SET", B1, b"x"], [b"NOSUCH"], [b"GET"], [b"KEYS", b"*"],
+                                 [b"SHUTDOWN"], [b"MGET", A1, B1]])
+def test_a_failed_check_aborts_the_transaction_with_nothing_sent(bad: list[bytes]) -> None:
+    pool, client, ex = setup()
+    for args in ([b"MULTI"], [b"SET", A1, b"1"], bad, [b"MULTI"], [b"SET", A2, b"2"],
+                 [b"EXEC"]):
+        ex.run(client, args)
+    replies = client.replies()
+    assert replies[:2] == [b"+OK\r\n", b"+QUEUED\r\n"] and replies[2].startswith(b"-ERR ")
+    assert replies[3:] == [b"-ERR MULTI calls can not be nested\r\n", b"+QUEUED\r\n",
+                           b"-EXECABORT Transaction discarded because of previous errors.\r\n"]
+    assert not any(e.sent for e in pool.endpoints) and client.session.mode is None

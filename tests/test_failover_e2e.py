@@ -230,7 +230,7 @@ def phase_layout(seed: Seed) -> None:
         host, port = proxy.rsplit(":", 1)
         c = redis_client(host, int(port))
         try:
-            return bool(c.info()["pool_alpha"]["source"] == "zookeeper")
+            return bool(c.info("proxy")["pool_alpha"]["source"] == "zookeeper")
         finally:
             c.close()
 

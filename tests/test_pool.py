@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from pyproxy import config
 from pyproxy.proxy.pool import Pool
+from pyproxy.proxy.session import Session
 from pyproxy.routing import table as routing
 from tests.keys import keys_for_shard
 from tests.servers import pool_config
@@ -72,7 +73,8 @@ def test_a_shard_without_master_answers_at_once() -> None:
             def settle(self, raw: bytes) -> None:
                 replies.append(raw)
 
-        pool.routes.locate(B1).send(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", Waiter(), 1, False)
+        session = Session(1, "peer", authenticated=True)
+        pool.routes.locate(B1).send(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", Waiter(), session)
         assert replies == [b"-ERR pyproxy: shard redis-0001 has no master right now\r\n"]
         assert pool.stats.forward_error == 1 and "127.0.0.1:2" not in pool.backends
 

@@ -134,11 +134,11 @@ def proxy_config(port: int, zk_hosts: str, servers: list[str], session_ms: int =
 
 
 def table_source(client: Any) -> str:
-    return str(client.info()["pool_alpha"]["source"])
+    return str(client.info("proxy")["pool_alpha"]["source"])
 
 
 def table_version(client: Any) -> int:
-    return int(client.info()["pool_alpha"]["table_version"])
+    return int(client.info("proxy")["pool_alpha"]["table_version"])
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -353,7 +353,7 @@ def test_zookeeper_down_at_start_then_appears_then_dies(
         eventually(lambda: watcher.proxies() == [f"127.0.0.1:{port}"], 15,
                    "registration once ZooKeeper appears")
         eventually(lambda: table_source(client) == "zookeeper"
-                   and "-" not in client.info()["pool_alpha_masters"].values(), 10,
+                   and "-" not in client.info("proxy")["pool_alpha_masters"].values(), 10,
                    "both masters from ZooKeeper")
     finally:
         watcher.close()

@@ -49,7 +49,7 @@ def test_two_workers_serve_register_once_and_stop_cleanly(
         served_by = set()
         for i, client in enumerate(clients):
             assert client.set(f"w{i}", i) and client.get(f"w{i}") == str(i).encode()
-            served_by.add(client.info()["process_id"])
+            served_by.add(client.info("proxy")["process_id"])
         assert a.client().dbsize() + b.client().dbsize() == 20
         for client in clients:
             client.close()
