@@ -87,8 +87,12 @@ class PoolConfig:
     max_bulk_length: int
     max_multibulk_length: int
     client_idle_timeout_ms: int | None  # None = never
-    pinned_connections: int  # per backend: connections one client at a time holds (WATCH)
+    pinned_connections: int  # per backend: connections one client at a time holds (WATCH,
+    # blocking commands)
     allow_flush: bool  # FLUSHDB/FLUSHALL reach every shard, or are refused
+    pubsub_output_limit: int  # bytes of unread pub/sub output before a client is cut off
+    pubsub_output_soft_limit: int  # ... or this many for pubsub_output_soft_seconds
+    pubsub_output_soft_seconds: int
 
     @property
     def uses_zookeeper(self) -> bool:
@@ -199,6 +203,7 @@ def _exactly(wanted: _T, note: str) -> Callable[[Any], _T]:
 
 
 _milliseconds = _integer(1, "expected a positive integer (milliseconds)")
+_bytes = _integer(0, "expected an integer >= 0 (bytes; 0 = no limit)")
 _positive = _integer(1, "expected a positive integer")
 _hash = _exactly("md5", "pyproxy implements md5 only")
 _distribution = _exactly("modula", "slot ranges are a modula continuum; pyproxy implements "
@@ -406,7 +411,8 @@ _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "pr
          "redis", "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
          "zookeeper_session_timeout", "max_bulk_length", "max_multibulk_length",
-         "client_idle_timeout", "pinned_connections", "allow_flush")
+         "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
+         "pubsub_output_soft_limit", "pubsub_output_soft_seconds")
 
 
 class _PoolReader:
@@ -509,6 +515,10 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
         client_idle_timeout_ms=get("client_idle_timeout", _milliseconds, None),
         pinned_connections=get("pinned_connections", _positive, 512),
         allow_flush=get("allow_flush", _boolean, True),
+        pubsub_output_limit=get("pubsub_output_limit", _bytes, 32 * 1024 * 1024),
+        pubsub_output_soft_limit=get("pubsub_output_soft_limit", _bytes, 8 * 1024 * 1024),
+        pubsub_output_soft_seconds=get("pubsub_output_soft_seconds", _integer(
+            0, "expected an integer >= 0 (seconds)"), 60),
     )
     return None if pool.failed else config
 

@@ -20,6 +20,12 @@ Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how i
                the shards' INFO combined with the proxy's own; SCRIPT on every master; WAIT on
                the shards the client wrote to).
 * ``TRANSACTION``  MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+* ``BLOCKING`` BLPOP, BRPOP, BLMOVE, ... and XREAD/XREADGROUP: their keys on one shard; a
+               blocking call waits on a pinned connection of its own (XREAD without BLOCK is
+               served like ``SAME``).
+* ``SUBSCRIBE``  (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE, multiplexed by the proxy's pub/sub hub;
+               ``PUBLISH`` and ``SPUBLISH`` (the channel routed like a key);
+               ``PUBSUB`` introspection combined over every shard.
 * ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, CLIENT, ...).
 * ``REFUSED``  cannot be served correctly through a sharding proxy; ``reason`` says why.
 
@@ -39,8 +45,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-KEY, SAME, SPLIT, LOCAL, REFUSED, EVAL, EACH, ANY, SCAN, INFO, SCRIPT, WAIT, TRANSACTION = (
-    range(13))
+(KEY, SAME, SPLIT, LOCAL, REFUSED, EVAL, EACH, ANY, SCAN, INFO, SCRIPT, WAIT, TRANSACTION,
+ BLOCKING, SUBSCRIBE, PUBLISH, PUBSUB) = range(17)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +121,30 @@ def _memory_usage(args: list[bytes]) -> list[int]:
     return [2]
 
 
+def stream_options(args: list[bytes]) -> tuple[int | None, int]:
+    """XREAD/XREADGROUP: (the argument index of BLOCK's milliseconds, or None; the index of
+    the first stream key), read option by option as Redis does — so a stream named BLOCK is a
+    key, not an option."""
+    i = 4 if args[0].upper() == b"XREADGROUP" else 1  # XREADGROUP GROUP <group> <consumer>
+    block = None
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"STREAMS":
+            return block, i + 1
+        if option in (b"COUNT", b"BLOCK") and i + 1 < len(args):
+            if option == b"BLOCK":
+                block = i + 1
+            i += 2
+        elif option == b"NOACK":
+            i += 1
+        else:
+            raise KeyError("syntax error")
+    raise KeyError("syntax error: STREAMS is missing")
+
+
 def _streams(args: list[bytes]) -> list[int]:
     """XREAD/XREADGROUP: the keys are the first half of what follows STREAMS."""
-    upper = [a.upper() for a in args]
-    if b"BLOCK" in upper:
-        raise KeyError("BLOCK would hold a shared backend connection")
-    if b"STREAMS" not in upper:
-        raise KeyError("syntax error: STREAMS is missing")
-    start = upper.index(b"STREAMS") + 1
+    _, start = stream_options(args)
     rest = len(args) - start
     if rest <= 0 or rest % 2:
         raise KeyError("unbalanced list of streams and IDs")
@@ -175,7 +197,23 @@ _SAME_FINDERS: dict[str, tuple[int, Callable[[list[bytes]], list[int]]]] = {
     "georadiusbymember": (-5, _with_keyword(b"STORE", b"STOREDIST")),
     "object": (-2, _subcommand_key), "xinfo": (-2, _subcommand_key),
     "xgroup": (-2, _subcommand_key), "memory": (-2, _memory_usage),
+}
+
+# Blocking commands (served on a pinned connection; XREAD/XREADGROUP only with BLOCK):
+# name -> (arity, first, last, step) or (arity, finder).
+_BLOCKING: dict[str, tuple[int, int, int, int] | tuple[int, Callable[[list[bytes]], list[int]]]] = {
+    "blpop": (-3, 1, -2, 1), "brpop": (-3, 1, -2, 1), "bzpopmin": (-3, 1, -2, 1),
+    "bzpopmax": (-3, 1, -2, 1), "blmove": (6, 1, 2, 1), "brpoplpush": (4, 1, 2, 1),
+    "blmpop": (-5, _numkeys(2)), "bzmpop": (-5, _numkeys(2)),
     "xread": (-4, _streams), "xreadgroup": (-7, _streams),
+}
+
+# Pub/sub: name -> (kind, arity).
+_PUBSUB = {
+    "subscribe": (SUBSCRIBE, -2), "psubscribe": (SUBSCRIBE, -2), "ssubscribe": (SUBSCRIBE, -2),
+    "unsubscribe": (SUBSCRIBE, -1), "punsubscribe": (SUBSCRIBE, -1),
+    "sunsubscribe": (SUBSCRIBE, -1), "publish": (PUBLISH, 3), "spublish": (PUBLISH, 3),
+    "pubsub": (PUBSUB, -2),
 }
 
 # Split per shard and merged: name -> (arity, last, step, merge).
@@ -203,7 +241,6 @@ _LOCAL = {
 }
 
 _ADMIN = "it administers one redis-server; connect to that server directly"
-_CONNECTION = "it would pin a shared backend connection to one client"
 _REFUSED = {
     "it moves keys between databases, and the proxy serves database 0 only": "swapdb move",
     "it moves a key to another server behind the proxy's back": "migrate restore-asking",
@@ -211,13 +248,6 @@ _REFUSED = {
         "shutdown debug save bgsave bgrewriteaof slaveof replicaof failover sync "
         "psync replconf monitor module acl latency slowlog cluster readonly readwrite asking "
         "role lolwut pfdebug pfselftest function"
-    ),
-    "blocking commands " + _CONNECTION: (
-        "blpop brpop brpoplpush blmove blmpop bzpopmin bzpopmax bzmpop"
-    ),
-    "publish/subscribe " + _CONNECTION: (
-        "subscribe psubscribe ssubscribe unsubscribe punsubscribe sunsubscribe publish "
-        "spublish pubsub"
     ),
     "connection state is the proxy's own": "reset",
 }
@@ -246,6 +276,14 @@ def _build() -> dict[str, Command]:
         table[name] = Command(name, arity, SAME, first, last, step)
     for name, (arity, finder) in _SAME_FINDERS.items():
         table[name] = Command(name, arity, SAME, keys=finder)
+    for name, spec in _BLOCKING.items():
+        if len(spec) == 4:
+            arity, first, last, step = spec
+            table[name] = Command(name, arity, BLOCKING, first, last, step)
+        else:
+            table[name] = Command(name, spec[0], BLOCKING, keys=spec[1])
+    for name, (kind, arity) in _PUBSUB.items():
+        table[name] = Command(name, arity, kind, 0, 0, 0)
     for name, arity in _EVAL.items():
         table[name] = Command(name, arity, EVAL, keys=_numkeys(2), keyless=True)
     for name, (arity, last, step, merge) in _SPLIT.items():

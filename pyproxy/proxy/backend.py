@@ -56,6 +56,7 @@ from ..config import PoolConfig
 from ..observe.snapshot import BackendSnapshot
 from ..observe.stats import PoolStats, ServerStats, copy_counters
 from ..protocol import resp
+from .errors import Failure
 from .replies import Swallow, Waiter
 
 log = logging.getLogger("pyproxy.backend")
@@ -291,9 +292,9 @@ class Connection:
                     self.backend.address, raw.decode(errors="replace").strip())
         self.backend.close_pinned(self)
 
-    def _down_reply(self) -> bytes:
+    def _down_reply(self) -> Failure:
         address, why = self.backend.address, self.last_error
-        return resp.error(f"ERR pyproxy: backend {address} is down ({why})")
+        return Failure(f"ERR pyproxy: backend {address} is down ({why})", "down", sent=False)
 
     # ------------------------------------------------------------ connecting
 
@@ -412,7 +413,7 @@ class Connection:
                   self.backend.address, what[:200])
         self.backend.stats.server_err += 1
         self._drop()
-        self._fail("it sent a malformed reply", announce=False)
+        self._fail("it sent a malformed reply", announce=False, kind="malformed")
 
     # ------------------------------------------------------------ timeouts
 
@@ -431,10 +432,8 @@ class Connection:
                 break
             timed_out += 1
         if timed_out:
-            error = resp.error(
-                f"ERR pyproxy: backend {self.backend.address} timed out "
-                f"after {int(timeout * 1000)} ms"
-            )
+            error = Failure(f"ERR pyproxy: backend {self.backend.address} timed out after "
+                            f"{int(timeout * 1000)} ms", "timeout", sent=True)
             fifo = self.fifo
             for index in range(first, first + timed_out):
                 fifo[index].settle(error)
@@ -475,11 +474,11 @@ class Connection:
         else:
             self.backend.stats.server_err += 1
         if self.closing:
-            self._error_all("ERR pyproxy: backend connection closed")
+            self._error_all("ERR pyproxy: backend connection closed", "closed")
             return
         self._fail(f"connection lost: {exc}" if exc else self.last_error or "connection closed")
 
-    def _fail(self, why: str, announce: bool = True) -> None:
+    def _fail(self, why: str, announce: bool = True, kind: str = "lost") -> None:
         self.last_error = why
         self.failures += 1
         settings = self.backend.settings
@@ -493,10 +492,13 @@ class Connection:
         self.retry_at = self.loop.time() + delay
         if announce:
             log.warning("backend %s down: %s (retry in %.2fs)", self.backend.address, why, delay)
-        self._error_all(f"ERR pyproxy: backend {self.backend.address} failed: {why}")
+        self._error_all(f"ERR pyproxy: backend {self.backend.address} failed: {why}", kind)
 
-    def _error_all(self, message: str) -> None:
-        error = resp.error(message)
+    def _error_all(self, message: str, kind: str) -> None:
+        """Every waiter gets a ``Failure``: ``sent`` for those already written (the first
+        ``len(fifo) - len(out)``), not for those still queued in ``out``."""
+        written = len(self.fifo) - len(self.out)
+        errors = (Failure(message, kind, sent=True), Failure(message, kind, sent=False))
         fifo = self.fifo
         self.fifo = deque()
         self.sent = deque()
@@ -506,8 +508,8 @@ class Connection:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        for waiter in fifo:
-            waiter.settle(error)
+        for index, waiter in enumerate(fifo):
+            waiter.settle(errors[0] if index < written else errors[1])
         self.backend.pool_stats.forward_error += len(fifo)
 
     def close_when_idle(self) -> None:
@@ -519,7 +521,7 @@ class Connection:
         """Close at once, in-flight requests or not (their waiters get an error)."""
         self.closing = True
         self._drop()
-        self._error_all("ERR pyproxy: backend connection closed")
+        self._error_all("ERR pyproxy: backend connection closed", "closed")
 
     def _close(self) -> None:
         if self.transport is not None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..observe.snapshot import ClientSnapshot
 from ..protocol.resp import ProtocolError, RequestParser, element_error
-from .flow import FlowControl
+from .flow import FlowControl, OutputLimit
 from .replies import Flusher, Reply
 from .session import Session
 
@@ -39,7 +39,7 @@ _ids = itertools.count(1)
 
 class Client(asyncio.Protocol):
     __slots__ = ("pool", "executor", "flusher", "transport", "parser", "queue", "dirty",
-                 "flow", "session", "clock", "laddr", "fd")
+                 "flow", "session", "clock", "laddr", "fd", "push_limit")
 
     def __init__(self, pool: Pool, executor: Executor, flusher: Flusher):
         self.pool = pool
@@ -53,6 +53,10 @@ class Client(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.clock = asyncio.get_running_loop().time
         self.session = Session(next(_ids), "", not config.redis_auth, self.clock())
+        self.session.push = self.push
+        self.push_limit = OutputLimit(config.pubsub_output_limit,
+                                      config.pubsub_output_soft_limit,
+                                      config.pubsub_output_soft_seconds)
         self.laddr = ""
         self.fd = -1
 
@@ -95,13 +99,30 @@ class Client(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def push(self, raw: bytes) -> None:
+        """Write a pub/sub message now, outside the reply queue (a RESP3 push, or a RESP2
+        subscribed client's message); past the output limit the client is disconnected."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(raw)
+        self.pool.stats.response_bytes += len(raw)
+        if self.push_limit.exceeded(transport.get_write_buffer_size(), self.clock()):
+            log.warning("client %s: %d bytes of pub/sub output unread: over its limit, "
+                        "disconnected", self.session.peer, transport.get_write_buffer_size())
+            self.pool.stats.client_err += 1
+            transport.abort()
+
     def snapshot(self, now: float) -> ClientSnapshot:
         session, mode = self.session, self.session.mode
         transport = self.transport
+        subs = session.subscriptions
+        sub, psub, ssub = subs.counts() if subs is not None else (0, 0, 0)
+        flags = mode.flag if mode is not None else ("P" if sub or psub or ssub else "N")
         return ClientSnapshot(
             id=session.id, addr=session.peer, laddr=self.laddr, fd=self.fd, name=session.name,
             age=int(now - session.created), idle=int(now - session.last_active),
-            flags=mode.flag if mode is not None else "N", sub=0, psub=0, ssub=0,
+            flags=flags, sub=sub, psub=psub, ssub=ssub,
             multi=mode.queued() if mode is not None else -1, qbuf=self.parser.pending_bytes,
             omem=transport.get_write_buffer_size() if transport is not None else 0,
             cmd=session.last_command, resp=3 if session.resp3 else 2,

@@ -13,6 +13,25 @@ from ..protocol import resp
 from ..protocol.commands import Command
 
 
+class Failure(bytes):
+    """An error reply the proxy made because a request did not get Redis's own answer.
+
+    It is the bytes the client would get, typed: ``kind`` says why ("down": refused or
+    resting, "lost": the connection broke, "timeout", "no-master", "malformed", "closed") and
+    ``sent`` whether the request may have reached Redis — its outcome is then unknown, and a
+    write must never be retried blindly.
+    """
+
+    kind: str
+    sent: bool
+
+    def __new__(cls, message: str, kind: str, sent: bool) -> Failure:
+        failure = super().__new__(cls, resp.error(message))
+        failure.kind = kind
+        failure.sent = sent
+        return failure
+
+
 class Unroutable(Exception):
     """No shard can serve the command as it is; ``reply`` is the error the client gets."""
 
@@ -52,8 +71,8 @@ def key_error(command: Command, why: str) -> bytes:
     return resp.error(f"ERR pyproxy: '{command.name.upper()}': {why}")
 
 
-def no_master(shard: str) -> bytes:
-    return resp.error(f"ERR pyproxy: shard {shard} has no master right now")
+def no_master(shard: str) -> Failure:
+    return Failure(f"ERR pyproxy: shard {shard} has no master right now", "no-master", False)
 
 
 def no_pinned_connection(shard: str, limit: int) -> bytes:

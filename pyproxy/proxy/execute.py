@@ -10,7 +10,7 @@ command splitter and router). ``run`` takes one command of one client and:
 3. lets the session's ``Mode`` (a transaction being queued, subscribed mode, ...) take it;
 4. otherwise dispatches it by the command table's ``kind`` to its ``Strategy``
    (``strategies_for``): ``strategies`` (by key, split, local, refused), ``keyspace`` (every
-   shard, SCAN, WAIT), ``scripts``, ``info``, ``transaction``.
+   shard, SCAN, WAIT), ``scripts``, ``info``, ``transaction``, ``blocking``, ``pubsub``.
 
 Adding a command family is a ``Strategy`` (or a ``Mode``) in its own module, chosen by a new
 ``kind`` in ``protocol/commands.py`` and one line in ``strategies_for`` — never a branch in
@@ -32,26 +32,32 @@ from ..observe.snapshot import ClientSnapshot, ProxySnapshot
 from ..observe.stats import UNKNOWN_INDEX
 from ..protocol.commands import (
     ANY,
+    BLOCKING,
     COMMANDS,
     EACH,
     EVAL,
     INFO,
     KEY,
     LOCAL,
+    PUBLISH,
+    PUBSUB,
     REFUSED,
     SAME,
     SCAN,
     SCRIPT,
     SPLIT,
+    SUBSCRIBE,
     TRANSACTION,
     WAIT,
     Command,
     lookup,
 )
 from . import errors, fanout, local
+from .blocking import Blocking
 from .dispatch import Strategy
 from .info import Info, OpsRate
 from .keyspace import Any, Each, Scan, Wait
+from .pubsub import Hub, PubSub, PubSubInfo
 from .replies import Owner, Reply
 from .scripts import ScriptCache, ScriptCall, Scripts
 from .session import Session
@@ -69,13 +75,15 @@ class Requester(Owner, Protocol):
     session: Session  # its last_active: when the current read arrived (latency's start)
 
 
-def strategies_for(commands: Iterable[Command], scripts: ScriptCache,
-                   rate: OpsRate) -> list[Strategy]:
+def strategies_for(commands: Iterable[Command], scripts: ScriptCache, rate: OpsRate,
+                   hub: Hub) -> list[Strategy]:
     """One strategy per command, by its kind (and merge rule)."""
+    forward = Forward()
     by_kind: dict[int, Strategy] = {
-        KEY: Forward(), SAME: SameShard(), LOCAL: Local(), REFUSED: Refused(),
+        KEY: forward, SAME: SameShard(), LOCAL: Local(), REFUSED: Refused(),
         EVAL: ScriptCall(scripts), SCRIPT: Scripts(scripts), ANY: Any(), SCAN: Scan(),
         WAIT: Wait(), INFO: Info(rate), TRANSACTION: TransactionControl(),
+        BLOCKING: Blocking(), SUBSCRIBE: PubSub(hub), PUBLISH: forward, PUBSUB: PubSubInfo(),
     }
     split: dict[int, type[Strategy]] = {SPLIT: Split, EACH: Each}
     return [
@@ -91,7 +99,7 @@ class Executor:
     """Serves one pool's commands (the ``dispatch.Context`` of its strategies); ``snapshot``
     gives them the proxy's view."""
 
-    __slots__ = ("pool", "stats", "config", "snapshot", "strategies", "scripts", "rate")
+    __slots__ = ("pool", "stats", "config", "snapshot", "strategies", "scripts", "rate", "hub")
 
     def __init__(self, pool: Pool, snapshot: Callable[[], ProxySnapshot]):
         self.pool = pool
@@ -100,7 +108,8 @@ class Executor:
         self.snapshot = snapshot
         self.scripts = ScriptCache()
         self.rate = OpsRate()
-        self.strategies = strategies_for(COMMANDS.values(), self.scripts, self.rate)
+        self.hub = Hub(pool)
+        self.strategies = strategies_for(COMMANDS.values(), self.scripts, self.rate, self.hub)
 
     def clients(self, now: float) -> list[ClientSnapshot]:
         return [client.snapshot(now) for client in self.pool.clients]
@@ -141,7 +150,13 @@ class Executor:
         if not session.authenticated and command.name not in local.BEFORE_AUTH:
             reply.settle(local.NOAUTH)
             return
+        self.dispatch(session, command, args, reply)
+
+    def dispatch(self, session: Session, command: Command, args: list[bytes],
+                 reply: Reply) -> None:
+        """Serve a checked command: its session's mode first, then its strategy (also for a
+        command held back and served later: a blocked client's pipeline)."""
         mode = session.mode
         if mode is not None and mode.intercept(command, args, reply):
             return
-        self.strategies[index].run(self, session, command, args, reply)
+        self.strategies[command.index].run(self, session, command, args, reply)

@@ -160,9 +160,37 @@ class AnyOk(Merge):
         return resp.OK if resp.OK in replies else replies[0]
 
 
+class Union(Merge):
+    """PUBSUB CHANNELS: every shard's names, each once."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        items = dict.fromkeys(item for raw in replies for item in resp.array_items(raw))
+        return resp.array(list(items))
+
+
+class PairSums(Merge):
+    """PUBSUB NUMSUB: [name, count, ...] from every shard, the counts of a name added up."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        totals: dict[bytes, int] = {}
+        for raw in replies:
+            items = resp.array_items(raw)
+            for name, number in zip(items[::2], items[1::2], strict=True):
+                totals[name] = totals.get(name, 0) + resp.integer_value(number)
+        return resp.array([x for name, n in totals.items() for x in (name, resp.integer(n))])
+
+
+class Maximum(Merge):
+    """PUBSUB NUMPAT: every pattern is on every shard, so the largest count."""
+
+    def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
+        return resp.integer(max(resp.integer_value(raw) for raw in replies))
+
+
 MERGES: dict[str, Merge] = {
     "array": InKeyOrder(), "ok": AllOk(), "sum": Sum(), "concat": Concat(), "min": Minimum(),
     "random": RandomOne(), "same": Same(), "all": AllOf(), "any_ok": AnyOk(),
+    "union": Union(), "pairs": PairSums(), "max": Maximum(),
 }
 
 

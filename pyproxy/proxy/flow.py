@@ -16,6 +16,10 @@ client stays bounded by these marks.
 
 ``check`` is called after every read and every flush; it costs one comparison when nothing
 changes. Pure: talks to the transport only through ``pause_reading``/``resume_reading``.
+
+``OutputLimit`` is the other bound: output the proxy writes at its own pace (pub/sub messages)
+cannot be paused at the source, so a client that does not read them is disconnected past its
+limit, as Redis does.
 """
 
 from __future__ import annotations
@@ -59,3 +63,25 @@ class FlowControl:
     def write_resumed(self, outstanding: int) -> None:
         self.write_blocked = False
         self.check(outstanding)
+
+
+class OutputLimit:
+    """Redis's ``client-output-buffer-limit``: a client whose unread output passes ``hard``
+    bytes, or stays above ``soft`` for ``soft_seconds``, is to be disconnected (0 = no such
+    limit)."""
+
+    __slots__ = ("hard", "soft", "soft_seconds", "over_since")
+
+    def __init__(self, hard: int, soft: int, soft_seconds: float):
+        self.hard, self.soft, self.soft_seconds = hard, soft, soft_seconds
+        self.over_since: float | None = None
+
+    def exceeded(self, size: int, now: float) -> bool:
+        if self.hard and size > self.hard:
+            return True
+        if self.soft and size > self.soft:
+            if self.over_since is None:
+                self.over_since = now
+            return now - self.over_since > self.soft_seconds
+        self.over_since = None
+        return False

@@ -13,7 +13,7 @@ The pool also keeps what is per pool and not routing: its counters and its open 
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Protocol
 
 from ..config import PoolConfig
@@ -139,6 +139,7 @@ class Pool:
         self.backends: dict[str, Backend] = {}
         self.stats = PoolStats()
         self.clients: set[Member] = set()
+        self.on_routes: list[Callable[[Routes[ShardRoute]], None]] = []  # told of every swap
         self.routes: Routes[ShardRoute] = self._routes(table, {})
         self.apply(table)
 
@@ -166,6 +167,8 @@ class Pool:
         routes = self._routes(table, masters)
         old, self.backends = self.backends, masters
         self.routes = routes
+        for listener in self.on_routes:
+            listener(routes)
         for address, backend in old.items():
             if address not in masters:
                 backend.retire()

@@ -10,6 +10,8 @@ and the executor get a ``Session``, never the whole ``Client``.
 * ``closing``: reply to what was read, then close (QUIT, or a protocol error).
 * ``pin``: a pinned backend connection to one shard (``pool.Pin``) while the client WATCHes:
   its requests to that shard go there, so Redis sees them on the connection that watches.
+* ``subscriptions`` (pub/sub names) and ``push``, which writes a message to the client at once,
+  outside the ordered replies (the client sets it).
 * ``mode``: ``None`` for ordinary command-by-command service, or a ``Mode`` that sees every
   command first. A per-connection mode — a transaction being queued, a RESP2 client in
   subscribed mode, a client blocked in BLPOP — is a ``Mode`` subclass in its own module,
@@ -22,10 +24,19 @@ Pure: no asyncio, no sockets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..protocol.commands import Command
 from .replies import Reply, Waiter
+
+
+class Listening(Protocol):
+    """A client's pub/sub subscriptions (``pubsub.Subscriptions`` is the one implementation)."""
+
+    def counts(self) -> tuple[int, int, int]: ...
+
+    def forget(self) -> None: ...
 
 
 class Pinned(Protocol):
@@ -66,7 +77,8 @@ class Mode:
 
 class Session:
     __slots__ = ("id", "peer", "name", "lib_name", "lib_ver", "authenticated", "resp3",
-                 "closing", "mode", "pin", "written", "created", "last_active", "last_command")
+                 "closing", "mode", "pin", "written", "subscriptions", "push", "created",
+                 "last_active", "last_command")
 
     def __init__(self, session_id: int, peer: str, authenticated: bool, now: float = 0.0):
         self.id = session_id
@@ -80,6 +92,8 @@ class Session:
         self.mode: Mode | None = None
         self.pin: Pinned | None = None  # a pinned connection (WATCH), for pin.shard only
         self.written: set[str] = set()  # shards sent a command that may write (for WAIT)
+        self.subscriptions: Listening | None = None  # pub/sub names, once it subscribed
+        self.push: Callable[[bytes], None] = _nowhere  # writes a push to the client now
         self.created = now  # loop times, for CLIENT LIST
         self.last_active = now
         self.last_command = "NULL"  # as CLIENT LIST shows a client that sent nothing yet
@@ -95,3 +109,10 @@ class Session:
         if mode is not None:
             mode.end()
         self.unpin()
+        subscriptions, self.subscriptions = self.subscriptions, None
+        if subscriptions is not None:
+            subscriptions.forget()
+
+
+def _nowhere(raw: bytes) -> None:
+    """A session not attached to a connection drops its pushes."""

@@ -1,0 +1,193 @@
+"""Blocking commands: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP,
+XREAD … BLOCK and XREADGROUP … BLOCK.
+
+* Their keys must live on one shard (otherwise an error naming the shards, and nothing runs).
+  The call waits where Redis itself blocks — on a pinned connection of its own to that
+  shard's master (``ShardRoute.pin(blocking=True)``: no request timeout, from the backend's
+  bounded pool of ``pinned_connections``; past the bound the client gets an error at once) —
+  so a blocked client never stalls the shared pipelined connections, and the shard's
+  ``blocked_clients`` counts it. Timeouts are Redis's (``0`` waits forever).
+* While it waits the session is ``Blocked``: the client's later commands are kept, in order,
+  and run when the reply comes — as Redis would not read them before — and the client's
+  reading pauses through flow control if it keeps sending.
+* A client that disconnects while blocked: the pinned connection is closed, so Redis unblocks
+  it there and a later push is not popped for nobody (it stays in the list).
+* A failover: a master that turns replica answers its blocked clients ``-UNBLOCKED`` (Redis
+  proves nothing was popped): the wait is re-issued on the shard's current master with the
+  time it has left. A connection that breaks while the call waits leaves its outcome unknown
+  (the element may have been popped and its reply lost): the client gets an error that says
+  so, never a silent second pop. A connection that was refused before the call went out is
+  re-issued too.
+* Inside MULTI they are queued like any command: Redis runs them without blocking.
+* While the client WATCHes (its connection to a shard is pinned already) blocking calls are
+  refused: they would have to wait on the watching connection.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..protocol import resp
+from ..protocol.commands import Command, stream_options
+from ..protocol.resp import encode_command
+from . import errors
+from .dispatch import Context
+from .errors import Failure, Unroutable
+from .pool import Pin, ShardRoute
+from .replies import Reply
+from .session import Mode, Session
+from .strategies import SameShard
+
+MAX_ATTEMPTS = 3  # a call re-issued after -UNBLOCKED or a refused connect, at most this often
+
+
+def timeout_of(command: Command, args: list[bytes]) -> tuple[int, float] | None:
+    """(argument index, seconds) of the call's timeout; None for XREAD without BLOCK."""
+    name = command.name
+    if name in ("xread", "xreadgroup"):
+        block, _ = stream_options(args)
+        return None if block is None else (block, _number(args[block]) / 1000.0)
+    index = 1 if name in ("blmpop", "bzmpop") else len(args) - 1
+    return index, _number(args[index])
+
+
+def _number(text: bytes) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0  # Redis itself answers the bad timeout; the proxy only forwards it
+
+
+class Blocking(SameShard):
+    def run(self, ctx: Context, session: Session, command: Command, args: list[bytes],
+            reply: Reply) -> None:
+        try:
+            timeout = timeout_of(command, args)
+        except KeyError as why:
+            reply.settle(errors.key_error(command, why.args[0]))
+            return
+        if timeout is None:  # XREAD without BLOCK: an ordinary read
+            super().run(ctx, session, command, args, reply)
+            return
+        try:
+            owners = self.routes(ctx, command, args)
+        except Unroutable as refusal:
+            reply.settle(refusal.reply)
+            return
+        if len(owners) > 1:
+            names = ", ".join(sorted(route.name for route in owners))
+            reply.settle(resp.error(f"ERR pyproxy: the keys of '{command.name.upper()}' live "
+                                    f"on different shards ({names}); a blocking call waits on "
+                                    "one shard: use a hash tag to keep them together"))
+            return
+        if session.pin is not None:
+            reply.settle(resp.error(f"ERR pyproxy: '{command.name.upper()}' cannot block while "
+                                    "this connection WATCHes keys (EXEC, DISCARD or UNWATCH "
+                                    "first)"))
+            return
+        route = owners.pop()
+        session.written.add(route.name)
+        wait = Wait(ctx, session, command, args, reply, route.name, timeout)
+        if wait.start(route):
+            session.mode = Blocked(ctx, session, wait)
+
+
+class Wait:
+    """The waiter of one blocking call on its pinned connection."""
+
+    __slots__ = ("ctx", "session", "command", "args", "reply", "shard", "timeout", "deadline",
+                 "pin", "mode", "attempts")
+
+    def __init__(self, ctx: Context, session: Session, command: Command, args: list[bytes],
+                 reply: Reply, shard: str, timeout: tuple[int, float]):
+        self.ctx, self.session, self.command, self.args = ctx, session, command, args
+        self.reply, self.shard, self.timeout = reply, shard, timeout
+        seconds = timeout[1]
+        self.deadline = time.monotonic() + seconds if seconds > 0 else 0.0
+        self.pin: Pin | None = None
+        self.mode: Blocked | None = None
+        self.attempts = 0
+
+    def start(self, route: ShardRoute) -> bool:
+        """Send the call on a new pinned connection; False if none could be had (the reply
+        is then settled with the reason)."""
+        try:
+            self.pin = route.pin(self.session, reset=[], blocking=True)
+        except Unroutable as refusal:
+            self.reply.settle(refusal.reply)
+            return False
+        self.attempts += 1
+        self.pin.send(encode_command(self._args_left()), self)
+        return True
+
+    def _args_left(self) -> list[bytes]:
+        """The call with the time it has left (its own arguments the first time)."""
+        if not self.deadline or self.attempts == 1:
+            return self.args
+        index = self.timeout[0]
+        left = max(self.deadline - time.monotonic(), 0.001)
+        args = list(self.args)
+        if self.command.name in ("xread", "xreadgroup"):  # BLOCK is in milliseconds
+            args[index] = b"%d" % max(int(left * 1000), 1)
+        else:
+            args[index] = b"%.3f" % left
+        return args
+
+    def settle(self, raw: bytes) -> None:
+        pin, self.pin = self.pin, None
+        if pin is not None:
+            pin.release()
+        # Redis unblocks with this text when its master becomes a replica (CLIENT UNBLOCK's
+        # own -UNBLOCKED is an operator's decision and reaches the client)
+        moved = raw.startswith(b"-UNBLOCKED") and b"instance state changed" in raw
+        retry = moved or (isinstance(raw, Failure) and not raw.sent)
+        if retry and self.attempts < MAX_ATTEMPTS and self.session.mode is self.mode:
+            route = next((r for r in self.ctx.pool.routes.shards if r.name == self.shard), None)
+            if route is not None and route.backend is not None and self.start(route):
+                return
+        if isinstance(raw, Failure) and raw.sent:
+            raw = resp.error(f"ERR pyproxy: the connection to shard {self.shard}'s master broke "
+                             f"while {self.command.name.upper()} waited: it may or may not have "
+                             "taken an element (not retried)")
+        self.reply.settle(raw)
+        mode = self.mode
+        if mode is not None:
+            mode.done()
+
+    def abandon(self) -> None:
+        """The client is gone: close the pinned connection (Redis unblocks it there)."""
+        pin, self.pin = self.pin, None
+        if pin is not None:
+            pin.release()  # close_if_busy: the call is still waiting on it
+
+
+class Blocked(Mode):
+    """A session whose blocking call is waiting: later commands wait, in order."""
+
+    flag = "b"
+
+    def __init__(self, ctx: Context, session: Session, wait: Wait):
+        self.ctx, self.session, self.wait = ctx, session, wait
+        wait.mode = self
+        self.deferred: list[tuple[Command, list[bytes], Reply]] = []
+
+    def intercept(self, command: Command, args: list[bytes], reply: Reply) -> bool:
+        self.deferred.append((command, args, reply))
+        return True
+
+    def done(self) -> None:
+        """The call answered: leave the mode and run what the client sent meanwhile (a
+        second blocking call among them blocks again, with the rest deferred behind it)."""
+        session = self.session
+        if session.mode is not self:
+            return
+        session.mode = None
+        deferred = self.deferred
+        for position, (command, args, reply) in enumerate(deferred):
+            if isinstance(session.mode, Blocked):
+                session.mode.deferred.extend(deferred[position:])
+                return
+            self.ctx.dispatch(session, command, args, reply)
+
+    def end(self) -> None:
+        self.wait.abandon()
