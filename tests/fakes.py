@@ -35,12 +35,18 @@ class Endpoint:
         self.name = name
         self.backend = name  # "has a master"
         self.sent: list[tuple[bytes, Any]] = []
+        self.pins: list[FakePin] = []
 
     def send(self, payload: bytes, waiter: Any, session: Any) -> None:
         self.sent.append((payload, waiter))
 
     def send_block(self, block: list[tuple[bytes, Any]], session: Any) -> None:
         self.sent.extend(block)
+
+    def pin(self, session: Any, reset: list[bytes], blocking: bool = False) -> FakePin:
+        pin = FakePin(self, reset)
+        self.pins.append(pin)
+        return pin
 
     def answer(self, *replies: bytes) -> None:
         """Settle the oldest unanswered waiters with ``replies``, in order."""
@@ -50,6 +56,25 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.name})"
+
+
+class FakePin:
+    """A pinned connection: what was sent on it, and whether it was released."""
+
+    def __init__(self, endpoint: Endpoint, reset: list[bytes]) -> None:
+        self.shard = endpoint.name
+        self.reset = reset
+        self.sent: list[tuple[bytes, Any]] = []
+        self.released = False
+
+    def send(self, payload: bytes, waiter: Any) -> None:
+        self.sent.append((payload, waiter))
+
+    def send_block(self, block: list[tuple[bytes, Any]]) -> None:
+        self.sent.extend(block)
+
+    def release(self) -> None:
+        self.released = True
 
 
 class FakePool:
@@ -62,6 +87,7 @@ class FakePool:
         self.endpoints = [Endpoint("a"), Endpoint("b")]
         self.routes = Routes(table, self.endpoints, self.config.hash_tag)
         self.clients: set[Any] = set()
+        self.on_routes: list[Any] = []
 
 
 class FakeClient:

@@ -14,6 +14,7 @@ import hiredis
 import pytest
 
 from pyproxy.protocol.commands import (
+    BLOCKING,
     COMMANDS,
     EACH,
     EVAL,
@@ -25,8 +26,10 @@ from pyproxy.protocol.commands import (
     SCAN,
     SCRIPT,
     SPLIT,
+    SUBSCRIBE,
     TRANSACTION,
     lookup,
+    stream_options,
 )
 from pyproxy.protocol.resp import encode_command
 
@@ -180,8 +183,8 @@ def test_key_finders_agree_with_getkeys(redis_conn: Conn, sample: str) -> None:
         ("EVAL s x k1", "numkeys is not an integer"),
         ("EVAL s 3 k1", "numkeys is out of range"),
         ("EVAL s -1 k1", "numkeys is out of range"),
-        ("XREAD BLOCK 0 STREAMS k1 0", "BLOCK would hold a shared backend connection"),
-        ("XREAD COUNT 1 k1 0", "STREAMS is missing"),
+        ("XREAD COUNT 1 k1 0", "syntax error"),
+        ("XREAD COUNT 1 BLOCK 5", "STREAMS is missing"),
         ("XREAD STREAMS k1 k2 0", "unbalanced"),
         ("OBJECT HELP", "takes no key"),
         ("MEMORY STATS", "only MEMORY USAGE"),
@@ -193,6 +196,16 @@ def test_key_finders_refuse_what_cannot_be_routed(sample: str, why: str) -> None
     assert command is not None
     with pytest.raises(KeyError, match=why):
         command.key_positions(args)
+
+
+def test_stream_keys_are_read_option_by_option() -> None:
+    """A stream may be named like an option: only what follows STREAMS is a key."""
+    command = lookup(b"XREADGROUP")
+    assert command is not None
+    args = b"XREADGROUP GROUP g c COUNT 2 BLOCK 0 NOACK STREAMS BLOCK COUNT 0 0".split()
+    assert command.key_positions(args) == [10, 11]
+    assert stream_options(args) == (7, 10)
+    assert stream_options(b"XREAD STREAMS BLOCK 0".split()) == (None, 2)
 
 
 def test_lookup_is_case_insensitive_and_exact_for_unknown() -> None:
@@ -211,9 +224,13 @@ def test_kinds_of_the_issue_contract() -> None:
         "dbsize", "keys", "flushdb", "flushall", "randomkey", "lastsave"}
     assert {n for n, c in COMMANDS.items() if c.kind == TRANSACTION} == {
         "multi", "exec", "discard", "watch", "unwatch"}
-    for name in ("shutdown", "debug", "blpop", "brpop", "bzpopmin", "subscribe", "psubscribe",
-                 "publish", "swapdb", "move", "migrate"):
+    for name in ("shutdown", "debug", "swapdb", "move", "migrate", "monitor", "reset"):
         assert COMMANDS[name].kind == REFUSED and COMMANDS[name].reason, name
+    assert {n for n, c in COMMANDS.items() if c.kind == BLOCKING} == {
+        "blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
+        "xread", "xreadgroup"}
+    assert {n for n, c in COMMANDS.items() if c.kind == SUBSCRIBE} == {
+        "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
     assert COMMANDS["eval"].kind == COMMANDS["evalsha"].kind == EVAL
     assert COMMANDS["eval"].keyless and COMMANDS["fcall"].keyless
     assert not COMMANDS["rename"].keyless and COMMANDS["rename"].kind == SAME

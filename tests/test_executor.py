@@ -206,3 +206,61 @@ def test_a_failed_check_aborts_the_transaction_with_nothing_sent(bad: list[bytes
     assert replies[3:] == [b"-ERR MULTI calls can not be nested\r\n", b"+QUEUED\r\n",
                            b"-EXECABORT Transaction discarded because of previous errors.\r\n"]
     assert not any(e.sent for e in pool.endpoints) and client.session.mode is None
+
+
+# ---------------------------------------------------------------- blocking calls
+
+
+def test_a_blocking_call_waits_on_a_pin_and_holds_back_the_pipeline() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"BLPOP", A1, b"0"])
+    ex.run(client, [b"GET", A2])  # held back until the BLPOP answers
+    (pin,) = pool.endpoints[0].pins
+    assert [p for p, _ in pin.sent] == [encode_command([b"BLPOP", A1, b"0"])]
+    assert not pool.endpoints[0].sent and client.session.mode is not None
+    pin.sent[0][1].settle(b"*2\r\n$2\r\nk0\r\n$1\r\nv\r\n")
+    assert pin.released and client.session.mode is None
+    assert [p for p, _ in pool.endpoints[0].sent] == [encode_command([b"GET", A2])]
+
+
+def test_unblocked_by_a_role_change_is_reissued_with_the_time_left() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"BRPOP", A1, b"30"])
+    first = pool.endpoints[0].pins[0]
+    first.sent[0][1].settle(b"-UNBLOCKED force unblock from blocking operation, instance "
+                            b"state changed (master -> replica?)\r\n")
+    second = pool.endpoints[0].pins[1]
+    (payload, _), = second.sent
+    seconds = float(payload.rsplit(b"\r\n", 2)[1])
+    assert first.released and 29 < seconds <= 30
+    assert client.replies() == []  # still waiting for the element
+
+
+def test_a_broken_connection_while_blocked_is_an_unknown_outcome() -> None:
+    from pyproxy.proxy.errors import Failure
+
+    pool, client, ex = setup()
+    ex.run(client, [b"BLMOVE", A1, A2, b"LEFT", b"LEFT", b"0"])
+    pin = pool.endpoints[0].pins[0]
+    pin.sent[0][1].settle(Failure("ERR pyproxy: backend x failed: connection lost", "lost",
+                                  sent=True))
+    (reply,) = client.replies()
+    assert b"may or may not have taken an element (not retried)" in reply
+    assert len(pool.endpoints[0].pins) == 1  # not re-issued
+
+
+def test_a_client_gone_while_blocked_releases_its_pin() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"BZPOPMIN", A1, b"0"])
+    pin = pool.endpoints[0].pins[0]
+    client.session.end()
+    assert pin.released and client.session.mode is None
+
+
+def test_client_unblock_by_an_operator_reaches_the_client() -> None:
+    pool, client, ex = setup()
+    ex.run(client, [b"BLPOP", A1, b"0"])
+    pool.endpoints[0].pins[0].sent[0][1].settle(b"-UNBLOCKED client unblocked via CLIENT "
+                                                b"UNBLOCK\r\n")
+    assert client.replies() == [b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"]
+    assert len(pool.endpoints[0].pins) == 1

@@ -72,3 +72,15 @@ def test_ioredis_and_node_redis_defaults(cluster: Cluster) -> None:
     for server in (cluster.a, cluster.b):
         assert server.client().exists(*cross) == 0
     assert cluster.backend(b"npm:{io}a").client().get("npm:{io}a") == b"1"
+
+
+def test_ioredis_subscriber_hears_what_a_second_proxy_publishes(cluster: Cluster) -> None:
+    with ProxyProcess(two_shard_config(cluster.a, cluster.b, timeout=5000)) as second:
+        channels = [key_on(0, b"npm:ch").decode(), key_on(1, b"npm:ch").decode()]
+        done = subprocess.run(["node", "pubsub.js", str(cluster.port), str(second.port),
+                               *channels], cwd=node_clients(), capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    heard = json.loads(done.stdout)
+    for channel in channels:  # every message, in order, on both shards' channels
+        assert [m for c, m in heard if c == channel] == [f"{channel}#{i}" for i in range(5)]
