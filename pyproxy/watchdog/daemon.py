@@ -109,6 +109,7 @@ class Daemon:
         self.fenced = False
         self.fenced_at = 0.0
         self.stopping = False
+        self.awaiting: tuple[str, float] | None = None  # AwaitMaster: (master, since when)
         # loop bookkeeping
         self.connected = False
         self.dirty = True  # the listing must be read again
@@ -216,12 +217,16 @@ class Daemon:
         self.shard_missing = False
 
     def _state(self) -> d.State:
+        now = time.monotonic()
         renew = self.fenced_at + self.conf.session_timeout
+        await_over = (self.awaiting is not None
+                      and now >= self.awaiting[1] + self.conf.session_timeout)
         return d.State(
             me=self.me, health=self.health, last_role=self.last_role, failures=self.failures,
             failure_limit=self.conf.health_failures, listing=self.listing, node=self.node,
             node_run_id=self.node_run_id, fenced=self.fenced,
-            fence_due=not self.fenced or time.monotonic() >= renew, stopping=self.stopping,
+            fence_due=not self.fenced or now >= renew, stopping=self.stopping,
+            await_over=await_over,
         )
 
     def _gauges(self) -> None:
@@ -261,6 +266,8 @@ class Daemon:
                 return self._confirm()
             case d.Register():
                 self._register()
+            case d.AwaitMaster(master):
+                self._await(master)
             case d.Adopt(name):
                 self._own(name)
                 log.warning("adopted %s, left by a create whose reply was lost", name)
@@ -383,6 +390,13 @@ class Daemon:
         finally:
             conn.close()
 
+    def _await(self, master: str) -> None:
+        if self.awaiting is None or self.awaiting[0] != master:
+            self.awaiting = (master, time.monotonic())
+            log.warning("the shard is empty and our redis replicates %s (link up): waiting up "
+                        "to %.1f s for its node before registering", master,
+                        self.conf.session_timeout)
+
     def _register(self) -> None:
         try:
             name = self.zk.create()
@@ -390,11 +404,16 @@ class Daemon:
             if not isinstance(exc, MissingShard):
                 log.warning("create's outcome is unknown: the next listing adopts or deletes it")
             raise
+        waited = self.awaiting
         self._own(name)
         log.info("registered %s", self.zk.path(name))
+        if waited is not None:
+            log.warning("registered %.1f s after we began waiting for %s's node",
+                        time.monotonic() - waited[1], waited[0])
 
     def _own(self, name: str) -> None:
         assert self.health is not None
         self.node = name
         self.node_run_id = self.health.run_id
+        self.awaiting = None
         self.dirty = True
