@@ -5,6 +5,8 @@
 * ``failover_figures``   downtime, error tally and READONLY window from a writer's records
 * ``call``/``role``/``try_set``  one command on a fresh connection straight to a redis
 * ``common_free_ports``  ports free on every given address (the seed's "same ports on both")
+* ``SwitchWatch``        when a proxy routes a shard to its heir, and when the heir is master
+* ``RoleWatch``          every change of which redis (of a set) answer ROLE "master"
 """
 
 from __future__ import annotations
@@ -266,6 +268,39 @@ class SwitchWatch(threading.Thread):
                 "proxy_ahead_of_promotion_ms": _ms(self.promoted - self.routed)}
 
 
+class RoleWatch(threading.Thread):
+    """Polls ROLE of every redis in ``addresses`` every ``period`` and records each change of
+    the set answering "master" as (time.monotonic(), that set): a redis promoted even for a
+    moment (longer than a poll) shows up. ROLE is not a write, so a fenced master answers."""
+
+    def __init__(self, addresses: list[str], period: float = 0.02,
+                 max_seconds: float = 60.0) -> None:
+        super().__init__(name="role watch", daemon=True)
+        self.addresses, self.period, self.max_seconds = addresses, period, max_seconds
+        self.changes: list[tuple[float, frozenset[str]]] = []
+        self.crash: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            while not self._stop_event.is_set() and time.monotonic() < deadline:
+                masters = frozenset(a for a in self.addresses if role(a)[0] == "master")
+                if not self.changes or self.changes[-1][1] != masters:
+                    self.changes.append((time.monotonic(), masters))
+                self._stop_event.wait(self.period)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not the thread
+            self.crash = exc
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10.0)
+        assert not self.is_alive() and self.crash is None, (self.name, self.crash)
+
+    def ever_master(self) -> set[str]:
+        return set().union(*(masters for _, masters in self.changes))
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -307,6 +342,12 @@ def failover_figures(records: list[Record], fault: float) -> dict[str, Any]:
                       "from_fault_ms": _ms(min(r.sent for r in readonly) - fault)}
                      if readonly else None),
     }
+
+
+def error_tally(records: list[Record], sent_from: float, sent_until: float) -> dict[str, int]:
+    """The error replies of the writes sent in [sent_from, sent_until), counted by text."""
+    return dict(Counter(r.reply[:120] for r in records
+                        if not r.ok and sent_from <= r.sent < sent_until).most_common())
 
 
 def close_quietly(sock: socket.socket | None) -> None:

@@ -22,6 +22,11 @@ masters first. Then, in order, on the same cluster:
    replica takes over by the handover sequence (fence, catch up, promote, demote): no
    acknowledged write is lost, never two writable masters.
 
+A second test runs the same layout on a private ZooKeeper (issue 13) and SIGSTOPs it for 3×
+the session timeout (the proxies' sessions set to the watchdogs' 2000 ms, so every session
+expires): every shard must come back with the master it had (no redis but the two masters
+ever answers ROLE "master"), no acknowledged write lost; what the writers saw is reported.
+
 Settings: zkSessionTimeout 2000 ms, healthCheckInterval 150 ms, healthCheckTimeout 150 ms
 (< T/12 as daemon.py requires), healthCheckFailures 3; proxy ``timeout`` 400 ms, shorter
 than the watchdog's failure detection (F·I = 450 ms dead, ≈ 600 ms hung). Deadlines are
@@ -32,22 +37,26 @@ tmp dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pyproxy.cluster import zkschema
 from tests.cluster import (
     Record,
+    RoleWatch,
     SwitchWatch,
     Writer,
     close_quietly,
     common_free_ports,
+    error_tally,
     failover_figures,
     mget,
     missing_on,
@@ -73,8 +82,11 @@ WRITES = 10000  # per writer: far more than any phase needs (~400 writes/s)
 PREFIX = "FAILOVER-E2E"
 
 
-def proxy_config(host: str, port: int, master_port: int, zk_hosts: str) -> str:
-    """The seed's icd.yml with its addresses moved to loopback."""
+def proxy_config(host: str, port: int, master_port: int, zk_hosts: str,
+                 zk_session_ms: int | None = None) -> str:
+    """The seed's icd.yml with its addresses moved to loopback (and, if given, a
+    ``zookeeper_session_timeout``)."""
+    session = f"  zookeeper_session_timeout: {zk_session_ms}\n" if zk_session_ms else ""
     return f"""\
 alpha:
   listen: {host}:{port}
@@ -88,7 +100,7 @@ alpha:
   timeout: {PROXY_TIMEOUT_MS}
   server_retry_timeout: 2000
   server_failure_limit: 2
-  servers:
+{session}  servers:
    - {A}:{master_port}:0-2047
    - {B}:{master_port}:2048-4095
 """
@@ -177,7 +189,7 @@ def assert_one_master_per_shard(seed: Seed, shards: tuple[tuple[str, str], ...])
 
 
 def start_seed(seed: Seed, zk_hosts: str, redis_factory: Any, proxy_factory: Any,
-               tmp_path: Path) -> None:
+               tmp_path: Path, proxy_zk_session_ms: int | None = None) -> None:
     pm, pr, pp = common_free_ports((A, B), 3)
     r = seed.redis
     r["a_m"] = redis_factory(host=A, port=pm)  # shard 0 master
@@ -185,7 +197,7 @@ def start_seed(seed: Seed, zk_hosts: str, redis_factory: Any, proxy_factory: Any
     r["b_r"] = redis_factory(host=B, port=pr, extra_args=("--replicaof", A, str(pm)))
     r["a_r"] = redis_factory(host=A, port=pr, extra_args=("--replicaof", B, str(pm)))
 
-    configs = [proxy_config(host, pp, pm, zk_hosts) for host in (A, B)]
+    configs = [proxy_config(host, pp, pm, zk_hosts, proxy_zk_session_ms) for host in (A, B)]
     conf_a = tmp_path / "icd-a.yml"
     conf_a.write_text(configs[0])
     init = subprocess.run([sys.executable, "-m", "pyproxy.admin", "init", "-c", str(conf_a)],
@@ -491,24 +503,76 @@ def phase_master_watchdog_crash(seed: Seed) -> None:
     seed.report("master_watchdog_crash", figures)
 
 
+def phase_zookeeper_pause(seed: Seed, server: Any) -> None:
+    """SIGSTOP ZooKeeper for 3× the session timeout under a writer on each shard, then SIGCONT.
+    Every session expires (ZooKeeper's clock ran on); every watchdog registers again, and
+    daemon.py's rule (a replica linked to its master waits for the master's node) must bring
+    each shard back with the master it had: no other redis is ever a master, no acknowledged
+    write is lost. What the writers saw while ZooKeeper was away and after is reported."""
+    session = WATCHDOG_CONF["zkSessionTimeout"] / 1000.0
+    masters = (seed.addr("a_m"), seed.addr("b_m"))
+    before = (seed.members(0), seed.members(1))
+    roles = RoleWatch([r.address for r in seed.redis.values()])
+    roles.start()
+    w0 = seed.writer("shard 0 via proxy A", 0, 0, "zkpause0:")
+    w1 = seed.writer("shard 1 via proxy B", 1, 1, "zkpause1:")
+    try:
+        wait_until(lambda: bool(w0.acked() and w1.acked()), DEADLINE, "the writers' first acks")
+        time.sleep(0.5)
+        fault = time.monotonic()
+        server.pause()
+        try:
+            time.sleep(3 * session)
+        finally:
+            resumed = time.monotonic()
+            server.resume()
+        firsts = [wait_acked_since(w, resumed, "writes acknowledged again") for w in (w0, w1)]
+
+        def registered_again() -> bool:
+            return all(len(seed.members(s)) == 2 for s in (0, 1))
+
+        wait_until(registered_again, DEADLINE, "every watchdog registered again")
+        settled = time.monotonic()
+        time.sleep(1.0)  # a late flap would show here
+    finally:
+        w0.stop()
+        w1.stop()
+        roles.stop()
+    assert roles.ever_master() == set(masters), f"a master moved: {roles.changes}"
+    for shard, (master, replica) in enumerate((("a_m", "b_r"), ("b_m", "a_r"))):
+        assert seed.addresses(shard) == [seed.addr(master), seed.addr(replica)]
+    assert_one_master_per_shard(seed, (("a_m", "b_r"), ("b_m", "a_r")))
+    for master, writer in zip(masters, (w0, w1), strict=True):
+        assert missing_on(master, writer.acked()) == [], "an acknowledged write was lost"
+    assert_writes_land_on_masters(seed, ("a_m", "b_m"), "zkpause")
+    after = (seed.members(0), seed.members(1))
+    figures: dict[str, Any] = {
+        "pause_ms": round((resumed - fault) * 1000),
+        "sessions_expired": sum(n not in now for b, now in zip(before, after, strict=True)
+                                for n in b),
+        "registered_again_after_resume_ms": round((settled - resumed) * 1000),
+    }
+    for label, writer, first in (("shard0", w0, firsts[0]), ("shard1", w1, firsts[1])):
+        acks = [r.done for r in writer.acked(done_until=resumed)]
+        figures[label] = failover_figures(writer.records, fault) | {
+            "last_ack_during_pause_ms": round((max(acks) - fault) * 1000) if acks else None,
+            "writes_acked_again_after_resume_ms": round((first.done - resumed) * 1000),
+            "errors_while_paused": error_tally(writer.records, fault, resumed),
+            "errors_after_resume": error_tally(writer.records, resumed, float("inf")),
+        }
+    seed.report("zookeeper_pause", figures)
+
+
 # --------------------------------------------------------------------------- the test
 
 
-def test_seed_topology_fails_over_end_to_end(zk_server: Any, zk_hosts: str, redis_factory: Any,
-                                             proxy_factory: Any, tmp_path: Path) -> None:
-    zk = zk_server.client(hosts=zk_hosts)
-    seed = Seed(zk)
+@contextlib.contextmanager
+def running(seed: Seed, tmp_path: Path) -> Iterator[None]:
+    """Around a test on ``seed``: on failure print every process's log tail; always write the
+    figures (and, with FAILOVER_E2E_LOGS set, every log) to ``tmp_path``; close the
+    watchdogs and the ZooKeeper client (the factories close the rest)."""
     try:
-        start_seed(seed, zk_hosts, redis_factory, proxy_factory, tmp_path)
-        phase_layout(seed)
-        phase_sigkill_master(seed)
-        phase_restart_rejoins(seed)
-        phase_sigstop_master(seed)
-        phase_replica_watchdog_crash(seed)
-        phase_master_watchdog_crash(seed)
-        # the end state: shard 0 back on A:PM, shard 1 on A:PR; one writable master each
-        assert_one_master_per_shard(seed, (("a_m", "b_r"), ("a_r", "b_m")))
-        assert_writes_land_on_masters(seed, ("a_m", "a_r"), "final")
+        yield
         for process in [*seed.dogs.values(), *seed.processes]:
             text = process.log_text()
             assert "Traceback" not in text and "unexpected error" not in text, process
@@ -529,5 +593,34 @@ def test_seed_topology_fails_over_end_to_end(zk_server: Any, zk_hosts: str, redi
         print(f"{PREFIX} figures written to {out}")
         for dog in seed.dogs.values():
             dog.close()
-        zk.stop()
-        zk.close()
+        seed.zk.stop()
+        seed.zk.close()
+
+
+def test_seed_topology_fails_over_end_to_end(zk_server: Any, zk_hosts: str, redis_factory: Any,
+                                             proxy_factory: Any, tmp_path: Path) -> None:
+    seed = Seed(zk_server.client(hosts=zk_hosts))
+    with running(seed, tmp_path):
+        start_seed(seed, zk_hosts, redis_factory, proxy_factory, tmp_path)
+        phase_layout(seed)
+        phase_sigkill_master(seed)
+        phase_restart_rejoins(seed)
+        phase_sigstop_master(seed)
+        phase_replica_watchdog_crash(seed)
+        phase_master_watchdog_crash(seed)
+        # the end state: shard 0 back on A:PM, shard 1 on A:PR; one writable master each
+        assert_one_master_per_shard(seed, (("a_m", "b_r"), ("a_r", "b_m")))
+        assert_writes_land_on_masters(seed, ("a_m", "a_r"), "final")
+
+
+def test_zookeeper_pause_moves_no_master(zk_factory: Any, redis_factory: Any,
+                                         proxy_factory: Any, tmp_path: Path) -> None:
+    """ZooKeeper SIGSTOPped for 3× the session timeout, then SIGCONT (issue 13)."""
+    server = zk_factory()
+    zk_hosts = server.chroot_hosts("zookeeper-pause")
+    seed = Seed(server.client(hosts=zk_hosts, timeout=30.0))  # the test's session outlives it
+    with running(seed, tmp_path):
+        start_seed(seed, zk_hosts, redis_factory, proxy_factory, tmp_path,
+                   proxy_zk_session_ms=WATCHDOG_CONF["zkSessionTimeout"])
+        phase_layout(seed)
+        phase_zookeeper_pause(seed, server)

@@ -395,6 +395,49 @@ def test_quick_restart_of_master_counts_as_failure(zk: Any, redis_factory: Any,
     assert int(members(zk)[1].rsplit("-", 1)[1]) >= 2
 
 
+def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any,
+                             zk: Any) -> tuple[RedisServer, RedisServer, Watchdog]:
+    """Master a without a watchdog, b ``--replicaof a``; b's watchdog finds the shard empty
+    with b's link up (what every replica's watchdog finds after a ZooKeeper-wide session
+    loss) and waits for a's node instead of registering."""
+    a = redis_factory()
+    b = redis_factory(extra_args=("--replicaof", a.host, str(a.port)))
+    wait_until(lambda: replicates(b, a), DEADLINE, "b replicates a")
+    wb = watchdog_factory(b)
+    wait_until(lambda: "waiting up to" in wb.log_text(), DEADLINE, "b's watchdog waits", wb)
+    assert members(zk) == []
+    return a, b, wb
+
+
+def test_linked_replica_registers_behind_its_master(zk: Any, redis_factory: Any,
+                                                    watchdog_factory: Any) -> None:
+    """The master's watchdog registers within the wait: the replica registers behind it."""
+    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk)
+    watchdog_factory(a)
+    wait_until(lambda: len(members(zk)) == 2, DEADLINE, "both registered")
+    assert addresses(zk) == [a.address, b.address]
+    assert is_master(a) and replicates(b, a) and try_set(a, "k") == b"OK"
+    assert "promoted" not in wb.log_text()
+
+
+def test_linked_replica_registers_after_the_wait_and_takes_over(
+        zk: Any, redis_factory: Any, watchdog_factory: Any) -> None:
+    """No node for the master within one session timeout (its watchdog is dead): the replica
+    registers anyway and takes over by the handover sequence (fence a, catch up, promote,
+    demote a): the master's writes are kept."""
+    t0 = time.monotonic()
+    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk)
+    a.client().mset({f"w{i}": i for i in range(100)})
+    wait_until(lambda: node_of(zk, b) is not None, DEADLINE, "b registered after the wait")
+    print(f"\nthe replica registered {(time.monotonic() - t0) * 1000:.0f} ms after its "
+          f"watchdog started (session timeout {SESSION_MS} ms)")
+    wait_until(lambda: is_master(b), DEADLINE, "b promoted")
+    wait_until(lambda: replicates(a, b, synced=False), DEADLINE, "a demoted by b")
+    assert "previous master" in wb.log_text() and "fenced" in wb.log_text()
+    assert b.client().mget([f"w{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+    assert readonly(try_set(a, "late"))
+
+
 def test_zookeeper_restart_pauses_master_then_resumes(zk_factory: Any, redis_factory: Any,
                                                       watchdog_factory: Any) -> None:
     """While the watchdogs cannot reach ZooKeeper the master is fenced (its writes wait);

@@ -15,6 +15,7 @@ from pyproxy.watchdog import conf as confmod
 from pyproxy.watchdog.decide import (
     NO_ZOOKEEPER,
     Adopt,
+    AwaitMaster,
     Confirm,
     Delete,
     Fence,
@@ -47,8 +48,8 @@ RUN = "run-1"
 MASTER = Health("master", None, 100, RUN)
 
 
-def replica_of(address: str, run_id: str = RUN) -> Health:
-    return Health("slave", address, 90, run_id)
+def replica_of(address: str, run_id: str = RUN, linked: bool = False) -> Health:
+    return Health("slave", address, 90, run_id, linked)
 
 
 def listing(*names: str, orphans: tuple[str, ...] = (), ghosts: tuple[str, ...] = ()) -> Listing:
@@ -163,6 +164,24 @@ CASES = [
      state(health=replica_of(B), listing=listing(MINE0, B1, MINE3), node=MINE3,
            node_run_id=RUN),
      [Unregister(f"an older node of this redis ({MINE0}) is the master")]),
+    # joining an empty shard (after a ZooKeeper-wide session loss): a linked replica waits
+    ("linked-replica-waits-for-its-masters-node",
+     state(health=replica_of(B, linked=True)), [AwaitMaster(B)]),
+    ("linked-fenced-replica-unfenced-while-it-waits",
+     state(health=replica_of(B, linked=True), fenced=True), [Unfence(), AwaitMaster(B)]),
+    ("linked-replica-registers-once-the-wait-ran-out",
+     state(health=replica_of(B, linked=True), await_over=True), [Register()]),
+    ("unlinked-replica-registers-at-once", state(health=replica_of(B)), [Register()]),
+    ("linked-replica-registers-behind-its-master",
+     state(health=replica_of(B, linked=True), listing=listing(B1)), [Register()]),
+    ("linked-replica-follows-another-lowest-without-waiting",
+     state(health=replica_of(B, linked=True), listing=listing(C2)), [Follow(C), Register()]),
+    ("registered-lowest-linked-replica-still-promotes",
+     state(health=replica_of(B, linked=True), listing=listing(MINE3), node=MINE3,
+           node_run_id=RUN),
+     [Confirm(), Promote(B)]),
+    ("down-linked-replica-does-not-wait",
+     state(health=None, last_role="slave", failures=3), []),
     # stopping
     ("stop-master-with-replicas-fences",
      state(stopping=True, listing=listing(MINE0, B1), node=MINE0, node_run_id=RUN),
@@ -329,10 +348,24 @@ def fake() -> Iterator[FakeRedis]:
 
 def test_check_reads_run_id_once_per_connection(fake: FakeRedis) -> None:
     conn = Conn(fake.address, 2.0)
-    assert check(conn) == Health("slave", "10.0.0.9:6379", 42, "abc")
+    assert check(conn) == Health("slave", "10.0.0.9:6379", 42, "abc", master_link_up=True)
     assert check(conn).run_id == "abc"
     assert fake.seen == [b"INFO", b"PING", b"ROLE", b"PING", b"ROLE"]
     conn.close()
+
+
+@pytest.mark.parametrize("state", [b"connect", b"connecting", b"sync", b"handshake"])
+def test_check_replica_link_not_up(state: bytes) -> None:
+    role = (b"*5\r\n$5\r\nslave\r\n$8\r\n10.0.0.9\r\n:6379\r\n$%d\r\n%s\r\n:-1\r\n"
+            % (len(state), state))
+    f = FakeRedis({b"INFO": b"$20\r\n# Server\r\nrun_id:abc\r\n", b"PING": b"+PONG\r\n",
+                   b"ROLE": role})
+    conn = Conn(f.address, 2.0)
+    try:
+        assert check(conn) == Health("slave", "10.0.0.9:6379", -1, "abc", master_link_up=False)
+    finally:
+        conn.close()
+        f.close()
 
 
 def test_error_reply_keeps_connection(fake: FakeRedis) -> None:

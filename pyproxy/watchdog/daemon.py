@@ -35,10 +35,13 @@ hold, so a dead watchdog leaves at most L of pause behind. Sequences:
   failover) may still run as it wakes: the proxy has failed them on its own timeout.
 * Losing ZooKeeper (SUSPENDED, or a listing that fails): a master is fenced at once;
   after reconnecting to the same session and confirming it is still the lowest, it is
-  unfenced; after the session expired, it follows the new master and registers anew.
+  unfenced; after the session expired, it registers anew by the rules of registering
+  (below), and is unfenced only once ``Confirm`` finds its node the lowest.
 * Registering: a redis that has no node first becomes ``REPLICAOF`` the lowest member,
   then registers. If no member exists it registers as it is and is unfenced only after
-  ``Confirm``.
+  ``Confirm`` — except a replica whose link to its master is up: it waits (``AwaitMaster``)
+  until its master's node is back, then registers behind it, or until T has passed since
+  it first found the shard empty, then registers anyway (see "ZooKeeper-wide session loss").
 * A redis restart (new ``run_id``), even within F·I, counts as a failure: the redis is
   first made ``REPLICAOF`` the next member (a replica without a master link refuses to
   feed replicas: NOMASTERLINK), then the node is deleted and it rejoins as a replica — an
@@ -47,6 +50,70 @@ hold, so a dead watchdog leaves at most L of pause behind. Sequences:
   redis with persistence, or restart it no sooner than F·I after a crash.
 * A clean stop (SIGTERM) of a master's watchdog with replicas registered fences it, then
   deletes the node: the replica takes over through the promotion sequence above.
+
+ZooKeeper-wide session loss (every node of a shard gone at once: an outage longer than T,
+or a paused server whose clock ran on — on resume it expires every session). The sequence
+must follow the data's recency: the redis that was master, if healthy, is master again.
+Decisions, by case:
+
+* Everyone healthy, every session expired: each master's watchdog registers as soon as it
+  has a new session (its redis, fenced since SUSPENDED, is unfenced after ``Confirm``);
+  each replica's watchdog, its link to that master up, waits for the master's node and
+  registers behind it. The watchdogs reconnect within the reconnect backoff of
+  ``cluster/zk.py`` (≤ 1 s, ×1.4 jitter) of ZooKeeper answering, well inside the wait T.
+* Some sessions survived: a replica whose session expired and whose master's did not sees
+  the master's node and registers behind it. A master whose session expired while its
+  replica's survived leaves the replica the only node: the replica cannot tell this from a
+  master's watchdog that lost ZooKeeper alone, and takes over by the promotion sequence
+  (fence, catch up, promote, demote). The master moves, no acknowledged write is lost: it
+  was fenced, the replica is linked and catches up.
+* The master's redis died during the outage: its watchdog cannot register (failed
+  checks); the replica's link is down, so it registers at once and is promoted.
+* The master's redis hung: the replica's link stays up (until redis's repl-timeout), so it
+  waits T, registers, and is promoted; the fence waits in the hung master's socket.
+* The master's watchdog died: after T the replica registers and takes over by the
+  promotion sequence — what the death of a master's watchdog costs with ZooKeeper up.
+  Writes the master took after the dead watchdog's lease ran out (from proxies still
+  routing to it) are copied by the catch-up.
+* The replica's link is down (the master alive all the same, say a link that broke during
+  the outage): it registers at once, as its master is most likely dead and failing over
+  is what it is for. Limit: if that master is alive and registers later, the replica is
+  the lowest and is promoted; the fence stops the master, but with the link down the
+  catch-up cannot copy the writes made since the link broke, and they are lost when the
+  master is demoted.
+
+ZooKeeper-loss policy, both sides:
+
+* Watchdog, connection lost: a master is fenced when kazoo declares SUSPENDED — one ping
+  unanswered: between T/3 − 0.4 s and 2T/3 after ZooKeeper stopped answering (kazoo pings
+  after T/3 idle less a jitter of 0.01-0.4 s) — plus the call in flight. Writes stay
+  possible until then, and not after; reads go on. A replica is left replicating.
+  Same session back: ``Confirm``, unfence. Session expired: register again as above.
+* Proxy (``cluster/topology.py``): keeps routing by its last table while ZooKeeper is
+  unreachable (writes to a fenced master wait in it and hit the proxy's ``timeout``); on
+  a new session it registers its node again and re-reads the layout. A shard whose nodes
+  expired and whose master's watchdog has not registered again has no master in that
+  table: its keys get a prompt error until the master's node is back.
+* Never two writable masters: a master is writable only while its watchdog is connected
+  and has confirmed its node is the lowest. Cut off, it is fenced (bound below) before its
+  session can expire (≥ T after its last contact) — the earliest another node can become
+  the lowest. Nobody is promoted without ``Confirm``, a read in a live session, so while
+  ZooKeeper is down for everyone nobody is promoted; and a promotion fences the master it
+  followed first.
+* No writes through an outage longer than the session. A master cut off from ZooKeeper
+  cannot tell an outage of the whole ensemble (nobody can be promoted) from its own
+  isolation (its node expires after T and a replica is promoted); writable beyond its
+  session it would rest on the promoter's fence reaching it. "Writable while every
+  registered replica is attached and nothing else can be promoted" fails on both halves:
+  a replica promoted by its watchdog detaches, and the master sees that only at its next
+  check (I + τ later), both writable meanwhile unless the promoter's fence arrived — not
+  guaranteed: a fence that times out is queued, not confirmed; a watchdog need not run on
+  its redis's host; a silently partitioned replica stays listed as attached for
+  repl-timeout. And who else can be promoted is unknowable while cut off: a replica that
+  registered after the master's last listing, or a redis registering into a shard whose
+  nodes all expired, is promoted without the master hearing of it. A paused ZooKeeper
+  expires every session the moment it resumes, so such a promotion can come at once. The
+  session is the master's lease, and only ZooKeeper can renew it.
 
 Timing bounds (measured numbers are in the test report / README):
 
@@ -65,6 +132,10 @@ Timing bounds (measured numbers are in the test report / README):
   just as the connection dropped (≤ T/6) and two more redis commands of a promotion.
   Fenced ≤ 2T/3 + τ typically, ≤ 5T/6 + 2τ at worst, against ≥ T before the session can
   expire and a replica be promoted: keep τ < T/12 (defaults T = 4000, τ = 250 ms).
+* ZooKeeper back after an outage: same session — writable again once reconnected and
+  confirmed (the reconnect backoff, ≤ 1.4 s, + a round trip); sessions expired — once the
+  new session's node is created and confirmed (the same, + two round trips). A linked
+  replica waits ≤ T for its master's node.
 """
 
 from __future__ import annotations
@@ -109,6 +180,7 @@ class Daemon:
         self.fenced = False
         self.fenced_at = 0.0
         self.stopping = False
+        self.awaiting: tuple[str, float] | None = None  # AwaitMaster: (master, since when)
         # loop bookkeeping
         self.connected = False
         self.dirty = True  # the listing must be read again
@@ -216,12 +288,16 @@ class Daemon:
         self.shard_missing = False
 
     def _state(self) -> d.State:
+        now = time.monotonic()
         renew = self.fenced_at + self.conf.session_timeout
+        await_over = (self.awaiting is not None
+                      and now >= self.awaiting[1] + self.conf.session_timeout)
         return d.State(
             me=self.me, health=self.health, last_role=self.last_role, failures=self.failures,
             failure_limit=self.conf.health_failures, listing=self.listing, node=self.node,
             node_run_id=self.node_run_id, fenced=self.fenced,
-            fence_due=not self.fenced or time.monotonic() >= renew, stopping=self.stopping,
+            fence_due=not self.fenced or now >= renew, stopping=self.stopping,
+            await_over=await_over,
         )
 
     def _gauges(self) -> None:
@@ -261,6 +337,8 @@ class Daemon:
                 return self._confirm()
             case d.Register():
                 self._register()
+            case d.AwaitMaster(master):
+                self._await(master)
             case d.Adopt(name):
                 self._own(name)
                 log.warning("adopted %s, left by a create whose reply was lost", name)
@@ -383,6 +461,13 @@ class Daemon:
         finally:
             conn.close()
 
+    def _await(self, master: str) -> None:
+        if self.awaiting is None or self.awaiting[0] != master:
+            self.awaiting = (master, time.monotonic())
+            log.warning("the shard is empty and our redis replicates %s (link up): waiting up "
+                        "to %.1f s for its node before registering", master,
+                        self.conf.session_timeout)
+
     def _register(self) -> None:
         try:
             name = self.zk.create()
@@ -390,11 +475,16 @@ class Daemon:
             if not isinstance(exc, MissingShard):
                 log.warning("create's outcome is unknown: the next listing adopts or deletes it")
             raise
+        waited = self.awaiting
         self._own(name)
         log.info("registered %s", self.zk.path(name))
+        if waited is not None:
+            log.warning("registered %.1f s after we began waiting for %s's node",
+                        time.monotonic() - waited[1], waited[0])
 
     def _own(self, name: str) -> None:
         assert self.health is not None
         self.node = name
         self.node_run_id = self.health.run_id
+        self.awaiting = None
         self.dirty = True

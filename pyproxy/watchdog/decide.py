@@ -27,6 +27,14 @@ Rules, first match wins:
      address from another session ("ghost": a previous watchdog of this redis that has
      not expired yet) delays registering; while the ghost is the lowest, the redis is
      still the shard's master by its claim and is left as it is.
+   * no node, the shard empty, and our redis a replica whose link to its master is up
+     (after a ZooKeeper-wide session loss, say): registering now would make it the lowest
+     node, and promote it over the master it copies, which may hold newer writes. So
+     ``AwaitMaster``: do not register until that master's node is back (then the rule
+     above registers us behind it) or the wait has run out (``await_over``, one session
+     timeout; the master's watchdog is then taken as dead and we register, to be promoted
+     by the handover sequence). A replica whose link is down registers at once: its
+     master is most likely dead, and failing over is what it is for.
    * our node is the lowest: ``Confirm`` (re-read the members: a stale view must never
      promote), then ``REPLICAOF NO ONE`` if it is a replica, then lift our fence.
    * otherwise: replicate the lowest member; lift our fence (a paused replica does not
@@ -66,6 +74,7 @@ class State:
     fenced: bool  # we asked our redis to pause writes (CLIENT PAUSE WRITE)
     fence_due: bool  # not fenced, or the fence lease needs renewing
     stopping: bool = False
+    await_over: bool = False  # the wait of AwaitMaster has run out: register anyway
 
 
 # --------------------------------------------------------------------------- actions
@@ -109,6 +118,13 @@ class Register:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitMaster:
+    """Do not register yet: wait for ``master``'s node (the daemon notes when it began)."""
+
+    master: str
+
+
+@dataclass(frozen=True, slots=True)
 class Adopt:
     """Take ``name`` (an orphan of ours) as our node."""
 
@@ -136,8 +152,8 @@ class Forget:
     reason: str
 
 
-Action = (Fence | Unfence | Follow | Promote | Confirm | Register | Adopt | Unregister | Delete
-          | Forget)
+Action = (Fence | Unfence | Follow | Promote | Confirm | Register | AwaitMaster | Adopt | Unregister
+          | Delete | Forget)
 
 
 # --------------------------------------------------------------------------- rules
@@ -212,13 +228,16 @@ def _restarted(s: State, h: Health, members: list[Member]) -> list[Action]:
 
 
 def _join(s: State, h: Health, members: list[Member], ghosts: bool) -> list[Action]:
-    """Not registered: become a replica of the lowest member, then register."""
+    """Not registered: become a replica of the lowest member, then register; into an empty
+    shard, a replica linked to its master waits for that master's node first."""
     acts: list[Action] = []
     if members:
         lowest = members[0]
         if lowest.address == s.me:
             return []  # our previous incarnation still holds the master node
         acts = _follow(s, h, lowest.address)
+    elif h.role == "slave" and h.master_link_up and h.master is not None and not s.await_over:
+        return [*([Unfence()] if s.fenced else []), AwaitMaster(h.master)]
     return acts if ghosts else [*acts, Register()]
 
 

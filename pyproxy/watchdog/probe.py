@@ -166,6 +166,7 @@ class Health:
     master: str | None  # "host:port" it replicates from (replicas only)
     offset: int  # replication offset: the master's, or what a replica has processed
     run_id: str
+    master_link_up: bool = False  # a replica whose link to its master is up (ROLE "connected")
 
 
 def parse_role(reply: Any) -> tuple[str, str | None, int]:
@@ -189,4 +190,5 @@ def check(conn: Conn) -> Health:
         raise RedisError(f"PING answered {pong!r}")
     role, master, offset = parse_role(role_reply)
     assert conn.run_id is not None
-    return Health(role, master, offset, conn.run_id)
+    link_up = role == "slave" and role_reply[3] == b"connected"
+    return Health(role, master, offset, conn.run_id, link_up)
