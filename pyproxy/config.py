@@ -35,6 +35,10 @@ SLOTS = 4096
 # promoted, or the master may acknowledge it after waking and lose it when it resyncs; the
 # watchdog's default detection time is 3 x 500 ms, so requests give up before that.
 ZOOKEEPER_TIMEOUT_MS = 1000
+# `failover_hold` when a pool follows ZooKeeper and sets none: a switch to the replica takes
+# about 0.5-2 s with the watchdog's defaults (3.4 s when a master's watchdog dies), so requests
+# held this long see a slower reply, not an error.
+FAILOVER_HOLD_MS = 5000
 _T = TypeVar("_T")
 
 
@@ -93,6 +97,7 @@ class PoolConfig:
     pubsub_output_limit: int  # bytes of unread pub/sub output before a client is cut off
     pubsub_output_soft_limit: int  # ... or this many for pubsub_output_soft_seconds
     pubsub_output_soft_seconds: int
+    failover_hold_ms: int  # hold a shard's requests this long while it has no usable master
 
     @property
     def uses_zookeeper(self) -> bool:
@@ -412,7 +417,7 @@ _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "pr
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
          "zookeeper_session_timeout", "max_bulk_length", "max_multibulk_length",
          "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
-         "pubsub_output_soft_limit", "pubsub_output_soft_seconds")
+         "pubsub_output_soft_limit", "pubsub_output_soft_seconds", "failover_hold")
 
 
 class _PoolReader:
@@ -519,6 +524,9 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
         pubsub_output_soft_limit=get("pubsub_output_soft_limit", _bytes, 8 * 1024 * 1024),
         pubsub_output_soft_seconds=get("pubsub_output_soft_seconds", _integer(
             0, "expected an integer >= 0 (seconds)"), 60),
+        failover_hold_ms=get("failover_hold", _integer(0, "expected an integer >= 0 "
+                                                          "(milliseconds; 0 = do not hold)"),
+                             FAILOVER_HOLD_MS if zk_host else 0),
     )
     return None if pool.failed else config
 

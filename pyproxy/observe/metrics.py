@@ -103,6 +103,7 @@ class ProxyCollector:
         yield from self._pools(view)
         yield from self._backends(view)
         yield from self._topology(view)
+        yield from self._hold(view)
 
     def _pools(self, view: ProxySnapshot) -> Iterator[Metric]:
         pools = view.pools
@@ -197,6 +198,39 @@ class ProxyCollector:
                 masters.add_metric([name, shard], count)
             apply.add_metric([name], stats.last_apply_seconds)
         yield from (session, changes, rejected, masters, apply)
+
+
+    def _hold(self, view: ProxySnapshot) -> Iterator[Metric]:
+        held = GaugeMetricFamily("pyproxy_failover_held_requests",
+                                 "Requests held now because their shard has no usable master",
+                                 labels=["pool"])
+        counters = {
+            name: CounterMetricFamily(f"pyproxy_failover_{name}", text, labels=["pool"])
+            for name, text in (
+                ("held", "Requests held during a failover"),
+                ("hold_expired", "Held requests that ran out of failover_hold (they got an "
+                                 "error)"),
+                ("unknown_outcome", "Writes answered 'may or may not have been applied' (sent "
+                                    "to a master that then died or stopped answering)"),
+            )
+        }
+        hold_time = _histogram("pyproxy_failover_hold_seconds",
+                               "How long held requests waited for a usable master", ["pool"])
+        outage = GaugeMetricFamily("pyproxy_failover_outage_seconds",
+                                   "Time from losing a shard's master to serving it again, "
+                                   "the last failover", labels=["pool", "shard"])
+        for pool in view.pools:
+            hold = pool.hold
+            if hold is None:
+                continue
+            held.add_metric([pool.name], hold.held_now)
+            counters["held"].add_metric([pool.name], hold.held_total)
+            counters["hold_expired"].add_metric([pool.name], hold.expired)
+            counters["unknown_outcome"].add_metric([pool.name], hold.unknown)
+            _add_histogram(hold_time, [pool.name], hold.hold_time)
+            for shard, seconds in hold.outages.items():
+                outage.add_metric([pool.name, shard], seconds)
+        yield from (held, *counters.values(), hold_time, outage)
 
 
 def serve_metrics(snapshot: Callable[[], ProxySnapshot], loop: asyncio.AbstractEventLoop,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..routing.table import RoutingTable
-from .stats import PoolStats, ServerStats
+from .stats import Histogram, PoolStats, ServerStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,18 @@ class TopologySnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldSnapshot:
+    """What holding requests through failovers did in a pool (``proxy/hold.py``)."""
+
+    held_now: int
+    held_total: int
+    expired: int  # held past the budget: they got the error
+    unknown: int  # writes answered "may or may not have been applied"
+    hold_time: Histogram  # a private copy
+    outages: dict[str, float]  # shard -> seconds without a usable master, the last time
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     name: str
     listen: str
@@ -46,6 +58,7 @@ class PoolSnapshot:
     stats: PoolStats  # a private copy
     backends: dict[str, BackendSnapshot]  # by address: the masters routed to now
     topology: TopologySnapshot | None = None  # ZooKeeper pools only
+    hold: HoldSnapshot | None = None  # pools with failover_hold only
 
     def backend_of(self, shard_index: int) -> BackendSnapshot | None:
         master = self.table.shards[shard_index].master

@@ -115,6 +115,16 @@ class Backend:
     def all_connections(self) -> list[Connection]:
         return self.connections + self.connections3
 
+    def stalled(self, threshold: float) -> bool:
+        """Some shared connection's oldest request (not yet timed out) has waited longer than
+        ``threshold`` seconds: the server is hung, paused or very slow."""
+        now = self.connections[0].loop.time()
+        for connection in self.all_connections():
+            sent, first = connection.sent, connection.expired
+            if first < len(sent) and now - sent[first] > threshold:
+                return True
+        return False
+
     def preconnect(self) -> None:
         for connection in self.connections:
             connection.connect_if_due()

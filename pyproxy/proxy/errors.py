@@ -75,6 +75,13 @@ def no_master(shard: str) -> Failure:
     return Failure(f"ERR pyproxy: shard {shard} has no master right now", "no-master", False)
 
 
+def unknown_outcome(shard: str, failure: Failure) -> bytes:
+    why = "timed out" if failure.kind == "timeout" else "was lost"
+    return resp.error(f"ERR pyproxy: the write was sent to shard {shard}'s master, whose "
+                      f"connection then {why}: it may or may not have been applied (not "
+                      "retried)")
+
+
 def no_pinned_connection(shard: str, limit: int) -> bytes:
     return resp.error(f"ERR pyproxy: shard {shard} has no free connection for WATCH or blocking "
                       f"commands (pinned_connections: {limit} in use); try again later")

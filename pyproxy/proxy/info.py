@@ -112,7 +112,8 @@ class Info(Strategy):
         if not _FROM_SHARDS.intersection(wanted):
             reply.settle(self.render(ctx, session, wanted, [], len(shards)))
             return
-        to_shards(shards, session, _SHARD_INFO, reply, _Combine(self, ctx, session, wanted))
+        to_shards(shards, session, _SHARD_INFO, reply, _Combine(self, ctx, session, wanted),
+                  readonly=True)
 
     def render(self, ctx: Context, session: Session, wanted: list[str],
                infos: list[dict[str, str]], shard_count: int) -> bytes:

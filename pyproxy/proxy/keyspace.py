@@ -40,11 +40,11 @@ INVALID_CURSOR = b"-ERR invalid cursor\r\n"
 
 
 def to_shards(shards: Sequence[ShardRoute], session: Session, frame: bytes, reply: Waiter,
-              merge: fanout.Merge) -> None:
+              merge: fanout.Merge, readonly: bool = False) -> None:
     """``frame`` to each of ``shards``; ``reply`` gets their replies combined by ``merge``."""
     fan = fanout.FanOut(reply, merge, [[] for _ in shards])
     for index, route in enumerate(shards):
-        route.send(frame, fan.part(index), session)
+        route.send(frame, fan.part(index), session, readonly)
 
 
 class Each(Strategy):
@@ -57,13 +57,14 @@ class Each(Strategy):
             ctx.stats.refused += 1
             reply.settle(errors.refused(command, "this pool sets allow_flush: false"))
             return
-        to_shards(ctx.pool.routes.shards, session, encode_command(args), reply, self.merge)
+        to_shards(ctx.pool.routes.shards, session, encode_command(args), reply, self.merge,
+                  command.readonly)
 
 
 class Any(Strategy):
     def run(self, ctx: Context, session: Session, command: Command, args: list[bytes],
             reply: Reply) -> None:
-        first_shard(ctx).send(encode_command(args), reply, session)
+        first_shard(ctx).send(encode_command(args), reply, session, command.readonly)
 
 
 class Scan(Strategy):
@@ -76,7 +77,7 @@ class Scan(Strategy):
         shards = ctx.pool.routes.shards
         index, shard_cursor = cursor % len(shards), cursor // len(shards)
         frame = encode_command([args[0], b"%d" % shard_cursor, *args[2:]])
-        shards[index].send(frame, ScanPage(reply, index, len(shards)), session)
+        shards[index].send(frame, ScanPage(reply, index, len(shards)), session, readonly=True)
 
 
 class ScanPage:

@@ -17,15 +17,19 @@ from collections.abc import Callable, Sized
 from typing import Protocol
 
 from ..config import PoolConfig
-from ..observe.snapshot import ClientSnapshot, PoolSnapshot
+from ..observe.snapshot import ClientSnapshot, HoldSnapshot, PoolSnapshot
 from ..observe.stats import PoolStats, copy_counters
 from ..routing.routes import Routes
 from ..routing.table import RoutingTable
 from . import errors
 from .backend import Backend, Connection
 from .errors import Unroutable
+from .hold import Block, Gate, HoldStats
 from .replies import Waiter
 from .session import Session
+
+STALL_AFTER = 0.25  # seconds a master may leave its oldest request unanswered before new
+# requests wait at its gate (at most half the pool's timeout)
 
 
 class Member(Protocol):
@@ -83,20 +87,28 @@ class ShardRoute:
     watches travel on its own connection.
     """
 
-    __slots__ = ("index", "name", "backend", "stats", "pinned_limit")
+    __slots__ = ("index", "name", "backend", "stats", "pinned_limit", "gate")
 
     def __init__(self, index: int, name: str, backend: Backend | None, stats: PoolStats,
-                 pinned_limit: int):
+                 pinned_limit: int, gate: Gate | None):
         self.index = index
         self.name = name
         self.backend = backend
         self.stats = stats
         self.pinned_limit = pinned_limit
+        self.gate = gate  # set when the pool holds requests through failovers
 
-    def send(self, payload: bytes, waiter: Waiter, session: Session) -> None:
+    def send(self, payload: bytes, waiter: Waiter, session: Session,
+             readonly: bool = False) -> None:
+        """``readonly``: the request changes nothing, so it may be sent again after a failover
+        (see ``hold``); every other request is treated as a write."""
         pin = session.pin
         if pin is not None and pin.shard == self.name:
             pin.send(payload, waiter)
+            return
+        gate = self.gate
+        if gate is not None:
+            gate.send(self, payload, waiter, session, readonly)
             return
         backend = self.backend
         if backend is None:
@@ -110,6 +122,9 @@ class ShardRoute:
         pin = session.pin
         if pin is not None and pin.shard == self.name:
             pin.send_block(block)
+            return
+        if self.gate is not None:
+            self.gate.send(self, Block(block), block[-1][1], session, readonly=False)
             return
         backend = self.backend
         if backend is None:
@@ -140,6 +155,9 @@ class Pool:
         self.stats = PoolStats()
         self.clients: set[Member] = set()
         self.on_routes: list[Callable[[Routes[ShardRoute]], None]] = []  # told of every swap
+        self.hold = HoldStats()
+        self.gates: dict[str, Gate] = {}  # by shard name, when failover_hold is set
+        self.by_name: dict[str, ShardRoute] = {}
         self.routes: Routes[ShardRoute] = self._routes(table, {})
         self.apply(table)
 
@@ -150,10 +168,25 @@ class Pool:
     def _routes(self, table: RoutingTable, backends: dict[str, Backend]) -> Routes[ShardRoute]:
         endpoints = [
             ShardRoute(index, shard.name, backends.get(shard.master) if shard.master else None,
-                       self.stats, self.config.pinned_connections)
+                       self.stats, self.config.pinned_connections, self._gate(shard.name))
             for index, shard in enumerate(table.shards)
         ]
         return Routes(table, endpoints, self.config.hash_tag)
+
+    def _gate(self, shard: str) -> Gate | None:
+        config = self.config
+        if not config.failover_hold_ms:
+            return None
+        gate = self.gates.get(shard)
+        if gate is None:
+            timeout = (config.timeout_ms or 1000) / 1000.0
+            gate = self.gates[shard] = Gate(self, shard, config.failover_hold_ms / 1000.0,
+                                            min(STALL_AFTER, timeout / 2), self.hold)
+        return gate
+
+    def route_of(self, shard: str) -> ShardRoute | None:
+        """The shard's route in the routes in force now."""
+        return self.by_name.get(shard)
 
     def apply(self, table: RoutingTable) -> None:
         """Swap in ``table``: one reference assignment, then retire unused backends."""
@@ -167,8 +200,11 @@ class Pool:
         routes = self._routes(table, masters)
         old, self.backends = self.backends, masters
         self.routes = routes
+        self.by_name = {route.name: route for route in routes.shards}
         for listener in self.on_routes:
             listener(routes)
+        for gate in self.gates.values():
+            gate.routes_changed()
         for address, backend in old.items():
             if address not in masters:
                 backend.retire()
@@ -181,8 +217,14 @@ class Pool:
             backend.retire()
 
     def snapshot(self) -> PoolSnapshot:
+        hold = self.hold
         return PoolSnapshot(
             name=self.name, listen=self.config.listen, table=self.table,
             clients=len(self.clients), stats=copy_counters(self.stats),
             backends={address: b.snapshot() for address, b in self.backends.items()},
+            hold=HoldSnapshot(
+                held_now=sum(gate.held() for gate in self.gates.values()),
+                held_total=hold.held, expired=hold.expired, unknown=hold.unknown,
+                hold_time=hold.hold_time.copy(), outages=dict(hold.outages),
+            ) if self.config.failover_hold_ms else None,
         )

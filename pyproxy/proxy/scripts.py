@@ -85,7 +85,7 @@ class Scripts(Strategy):
             self.cache.clear()
             to_shards(shards, session, frame, reply, fanout.MERGES["ok"])
         elif sub == b"exists" and len(args) >= 3:
-            to_shards(shards, session, frame, reply, fanout.MERGES["all"])
+            to_shards(shards, session, frame, reply, fanout.MERGES["all"], readonly=True)
         elif sub == b"kill" and len(args) == 2:
             to_shards(shards, session, frame, reply, fanout.MERGES["any_ok"])
         elif sub == b"help":
@@ -117,11 +117,11 @@ class ScriptCall(SameShard):
         frame = encode_command(args)
         if command.name in ("eval", "eval_ro"):
             self.cache.remember(args[1])
-            route.send(frame, reply, session)
+            route.send(frame, reply, session, command.readonly)
             return
         body = self.cache.body(args[1])
         if body is None:
-            route.send(frame, reply, session)
+            route.send(frame, reply, session, command.readonly)
         else:
             route.send(frame, Reload(ctx, session, route.name, body, frame, reply), session)
 

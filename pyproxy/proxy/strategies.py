@@ -40,7 +40,7 @@ class Forward(Strategy):
         route = ctx.pool.routes.locate(args[1])
         if not command.readonly:
             session.written.add(route.name)
-        route.send(encode_command(args), reply, session)
+        route.send(encode_command(args), reply, session, command.readonly)
 
     def routes(self, ctx: Context, command: Command, args: list[bytes]) -> set[ShardRoute]:
         return {ctx.pool.routes.locate(args[1])}
@@ -56,7 +56,7 @@ class SameShard(Strategy):
             return
         if not command.readonly:
             session.written.add(route.name)
-        route.send(encode_command(args), reply, session)
+        route.send(encode_command(args), reply, session, command.readonly)
 
     def target(self, ctx: Context, command: Command, args: list[bytes]) -> ShardRoute:
         """The one shard that serves the command; ``Unroutable`` if there is none."""
@@ -91,13 +91,13 @@ class Split(Strategy):
         if not command.readonly:
             session.written.update(route.name for route, _, _ in parts)
         if len(parts) == 1:  # every key on one shard: Redis's own reply is the answer
-            parts[0][0].send(encode_command(args), reply, session)
+            parts[0][0].send(encode_command(args), reply, session, command.readonly)
             return
         fan = fanout.FanOut(reply, self.merge, [indexes for _, _, indexes in parts],
                             len(positions))
         ctx.stats.fragments += len(parts)
         for index, (route, frame, _) in enumerate(parts):
-            route.send(frame, fan.part(index), session)
+            route.send(frame, fan.part(index), session, command.readonly)
 
     def routes(self, ctx: Context, command: Command, args: list[bytes]) -> set[ShardRoute]:
         if command.step == 2 and len(args) % 2 == 0:
