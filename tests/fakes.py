@@ -37,7 +37,7 @@ class Endpoint:
         self.sent: list[tuple[bytes, Any]] = []
         self.pins: list[FakePin] = []
 
-    def send(self, payload: bytes, waiter: Any, session: Any) -> None:
+    def send(self, payload: bytes, waiter: Any, session: Any, readonly: bool = False) -> None:
         self.sent.append((payload, waiter))
 
     def send_block(self, block: list[tuple[bytes, Any]], session: Any) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -125,11 +126,12 @@ def cluster(zk_hosts: str) -> Iterator[Cluster]:
 
 
 def proxy_config(port: int, zk_hosts: str, servers: list[str], session_ms: int = 2000,
-                 timeout_ms: int = 1000) -> str:
+                 timeout_ms: int = 1000, hold_ms: int | None = None) -> str:
+    hold = {} if hold_ms is None else {"failover_hold": hold_ms}
     return pool_config(
         port, servers, timeout=timeout_ms, server_retry_timeout=500, server_failure_limit=2,
         zookeeper_host=zk_hosts, zookeeper_path=f"{PROXIES}/127.0.0.1:{port}",
-        zookeeper_redis_path=CLUSTER, zookeeper_session_timeout=session_ms,
+        zookeeper_redis_path=CLUSTER, zookeeper_session_timeout=session_ms, **hold,
     )
 
 
@@ -159,9 +161,10 @@ def _start_proxy(proxy_factory: Any, zk_hosts: str, servers: list[str], **kw: An
     return proxy_factory(proxy_config(port, zk_hosts, servers, **kw)), port
 
 
-def _following(proxy_factory: Any, zk_hosts: str, servers: list[str]) -> tuple[Any, int, Any]:
+def _following(proxy_factory: Any, zk_hosts: str, servers: list[str],
+               **kw: Any) -> tuple[Any, int, Any]:
     """A proxy over ``servers`` that already routes by ZooKeeper's table, and a client."""
-    proxy, port = _start_proxy(proxy_factory, zk_hosts, servers)
+    proxy, port = _start_proxy(proxy_factory, zk_hosts, servers, **kw)
     client = redis_client("127.0.0.1", port)
     eventually(lambda: table_source(client) == "zookeeper", 10, "first ZooKeeper table")
     return proxy, port, client
@@ -300,7 +303,8 @@ def test_bad_topologies_keep_routing_and_masterless_shard_errors_fast(
 ) -> None:
     a, b, _ = two_redis
     _, b_node = cluster.two_shards(a, b)
-    proxy, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
+    # failover_hold 0: today's prompt error for a masterless shard (holding is tested below)
+    proxy, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b), hold_ms=0)
     k0, k1 = keys_for_shard(0, 1, "bad")[0], keys_for_shard(1, 1, "bad")[0]
     before = table_version(client)
     cluster.zk.set(f"{CLUSTER}/redis-0000", b'{"weight":"0-3000"}')  # overlaps shard 1
@@ -326,6 +330,37 @@ def test_bad_topologies_keep_routing_and_masterless_shard_errors_fast(
 
     eventually(errors_fast, 5, "prompt error for the masterless shard")
     assert client.get(k0) == b"0"
+    client.close()
+
+
+def test_a_masterless_shard_holds_its_requests_until_zookeeper_names_one(
+    cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
+) -> None:
+    """ZooKeeper pools hold (failover_hold, 5000 ms by default): while shard 1 has no member,
+    its requests wait, in order, and go to the master ZooKeeper names next; none fails."""
+    a, b, c = two_redis
+    _, b_node = cluster.two_shards(a, b)
+    proxy, port, client = _following(proxy_factory, zk_hosts, two_shards(a, b))
+    key = keys_for_shard(1, 1, "held")[0]
+    results: list[Any] = []
+
+    def pipeline() -> None:
+        with redis_client("127.0.0.1", port, socket_timeout=10) as other:
+            results.extend(other.pipeline(transaction=False).set(key, "1").incr(key)
+                           .get(key).execute(raise_on_error=False))
+
+    cluster.zk.delete(b_node)
+    eventually(lambda: "-" in client.info("proxy")["pool_alpha_masters"].values(), 5,
+               "shard 1 without a master")
+    started = time.monotonic()
+    worker = threading.Thread(target=pipeline)
+    worker.start()
+    time.sleep(0.5)
+    assert not results  # held, not failed
+    cluster.register(1, c.address)  # a new master for shard 1
+    worker.join(10)
+    assert results == [True, 2, b"2"] and time.monotonic() - started < 5.0
+    assert c.client().get(key) == b"2" and b.client().get(key) is None
     client.close()
 
 
