@@ -197,6 +197,31 @@ class Writer(threading.Thread):
         return [r for r in list(self.records) if not r.ok]
 
 
+class Reader(Writer):
+    """``GET`` of keys whose values are known (``expected``), round and round, through
+    ``address``; a reply that is not the expected value is recorded as an error reply."""
+
+    def __init__(self, name: str, address: str, expected: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(name, address, list(expected), **kwargs)
+        self.expected = expected
+
+    def _run(self) -> None:
+        host, port = self.address.rsplit(":", 1)
+        deadline = time.monotonic() + self.max_seconds
+        sock = socket.create_connection((host, int(port)), timeout=self.reply_timeout)
+        try:
+            while not self._stop_event.is_set() and time.monotonic() < deadline:
+                for key, value in self.expected.items():
+                    sent = time.monotonic()
+                    sock.sendall(encode("GET", key))
+                    reply = read_reply(sock)
+                    text = "OK" if reply == value.encode() else f"GET {key}: {reply!r}"
+                    self.records.append(Record(sent, time.monotonic(), key, value, text))
+                    self._stop_event.wait(self.pause)
+        finally:
+            sock.close()
+
+
 def mget(address: str, keys: list[str]) -> list[bytes | None]:
     """MGET straight to one redis, on a fresh connection (a restarted redis leaves pooled
     connections broken)."""

@@ -34,6 +34,7 @@ from collections import deque
 
 from .. import __version__
 from ..observe.snapshot import ProxySnapshot
+from ..observe.stats import LATENCY_BUCKETS, Histogram
 from ..protocol import resp
 from ..protocol.commands import Command
 from ..protocol.resp import encode_command
@@ -212,10 +213,29 @@ class Info(Strategy):
             lines.append(f"pool_{pool.name}:listen={pool.listen},shards={len(table.shards)},"
                          f"table_version={table.version},source={table.source}")
             lines.append(f"pool_{pool.name}_masters:{masters}")
+            hold = pool.hold
+            if hold is not None:
+                lines.append(f"pool_{pool.name}_failover:held_now={hold.held_now},"
+                             f"held={hold.held_total},expired={hold.expired},"
+                             f"unknown_outcome={hold.unknown},"
+                             f"hold_max_ms={int(_max_observed(hold.hold_time) * 1000)}")
+                if hold.outages:  # the last outage of each shard that had one, in ms
+                    lines.append(f"pool_{pool.name}_outage_ms:" + ",".join(
+                        f"{shard}={int(seconds * 1000)}"
+                        for shard, seconds in sorted(hold.outages.items())))
         return lines
 
 
 _SECTION = {name: getattr(Info, f"_{name}") for name in SECTIONS}
+
+
+def _max_observed(histogram: Histogram) -> float:
+    """The upper bound of the highest bucket that counted something (0 if none)."""
+    for bound, count in zip(reversed((*LATENCY_BUCKETS, float("inf"))),
+                            reversed(histogram.counts), strict=True):
+        if count:
+            return bound
+    return 0.0
 
 
 def _sum(infos: list[dict[str, str]], field: str) -> int:
