@@ -31,11 +31,17 @@ from tests.test_failover_e2e import (
     running,
     start_seed,
 )
+from tests.test_proxy import Raw
 
 CLIENTS = 25  # writers per shard, and readers per shard: 50 + 50 in all
 PAUSE = 0.02  # between two requests of one client: ~5,000 requests/s in all
 STALL_WINDOW = 0.5  # a write sent this soon after a master hangs may still be in flight
 UNKNOWN = "may or may not have been applied"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
 
 
 class Load:
@@ -113,7 +119,14 @@ def test_clients_see_a_slower_request_not_an_error(zk_server: Any, zk_hosts: str
         start_seed(seed, zk_hosts, redis_factory, proxy_factory, tmp_path)
         phase_layout(seed)
 
-        # 1. SIGKILL shard 0's master (A:PM): its replica B:PR takes over
+        # 1. SIGKILL shard 0's master (A:PM): its replica B:PR takes over; a subscriber of a
+        # shard-0 channel (through proxy A) keeps hearing what proxy B publishes
+        channel = keys_for_shard(0, 1, "news:")[0]
+        subscriber = Raw(*_host_port(seed.proxies[0]))
+        subscriber.cmd("SUBSCRIBE", channel)
+        subscriber.reply()
+        assert call(seed.proxies[1], "PUBLISH", channel, "before") == 1
+        assert subscriber.reply().endswith(b"$6\r\nbefore\r\n")
         load = Load(seed, "kill")
         time.sleep(1.0)
         fault = time.monotonic()
@@ -124,6 +137,11 @@ def test_clients_see_a_slower_request_not_an_error(zk_server: Any, zk_hosts: str
         load.stop()
         seed.report("hold_sigkill_master", check(seed, load, 0, fault, killed,
                                                  seed.addr("b_r"), "sigkill"))
+        # the proxies followed the new master: subscribed there again, no resubscription
+        wait_until(lambda: call(seed.proxies[1], "PUBLISH", channel, "after") == 1, DEADLINE,
+                   "the subscription moved to the new master")
+        assert subscriber.reply().endswith(b"$5\r\nafter\r\n")
+        subscriber.close()
         seed.redis["a_m"].restart()  # it rejoins as a replica of B:PR
         wait_until(lambda: replicates(seed.addr("a_m"), seed.addr("b_r")), DEADLINE,
                    "the old master rejoined")
