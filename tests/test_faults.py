@@ -357,3 +357,65 @@ def test_malformed_reply_drops_only_that_backend_connection(redis_factory: Any,
     (line,) = [line for line in log.splitlines() if "malformed" in line]
     assert f"backend {fake.address} sent a malformed reply" in line
     assert "Traceback" not in log
+
+
+def test_a_refused_setup_fails_the_requests_and_writes_nowhere(redis_factory: Any,
+                                                              proxy_factory: Any) -> None:
+    """redis_db beyond the server's databases, or a wrong redis_auth: the proxy must not send
+    requests on a connection whose SELECT or AUTH failed (they would run in database 0, or
+    answer NOAUTH); the client gets the reason."""
+    a, b = redis_factory(), redis_factory()
+    servers = [f"{a.address}:0-2047", f"{b.address}:2048-4095"]
+    proxy = proxy_factory(lambda: pool_yaml(free_port(), servers, redis_db=20))
+    key = key_on(0, b"db20")
+    with Raw("127.0.0.1", proxy.port) as conn:
+        reply = conn.call("SET", key, "x")
+        assert reply.startswith(f"-ERR pyproxy: backend {a.address} ".encode())
+        assert b"refused the connection setup (ERR DB index is out of range)" in reply, reply
+    assert a.client().dbsize() == 0  # nothing ran in database 0
+    locked = redis_factory(extra_args=("--requirepass", "right"))
+    servers = [f"{locked.address}:0-2047", f"{b.address}:2048-4095"]
+    proxy = proxy_factory(lambda: pool_yaml(free_port(), servers, redis_auth="wrong"))
+    with Raw("127.0.0.1", proxy.port) as conn:
+        assert conn.call("AUTH", "wrong") == b"+OK\r\n"  # the proxy's own password
+        reply = conn.call("SET", key, "x")
+        assert b"refused the connection setup (WRONGPASS" in reply, reply
+    assert proxy.log_text().count("refused the connection setup (WRONGPASS") == 1
+
+
+def test_commands_that_would_reach_other_keys_or_databases_are_refused(
+        redis_factory: Any, proxy_factory: Any) -> None:
+    a, b, proxy = start(redis_factory, proxy_factory)
+    with Raw("127.0.0.1", proxy.port) as conn:
+        assert conn.call("RPUSH", "{l}list", "1", "2", "3") == b":3\r\n"
+        assert conn.call("MSET", "{l}w_1", "3", "{l}w_2", "2", "{l}w_3", "1") == b"+OK\r\n"
+        # the pattern carries the list's hash tag: the weights live with it
+        assert conn.call("SORT", "{l}list", "BY", "{l}w_*") == (
+            b"*3\r\n$1\r\n3\r\n$1\r\n2\r\n$1\r\n1\r\n")
+        for bad in (["SORT", "{l}list", "BY", "w_*"], ["SORT", "{l}list", "GET", "w_*"],
+                    ["SORT_RO", "{l}list", "GET", "{x}w_*"], ["COPY", "{l}w_1", "{l}c", "DB", "1"]):
+            assert conn.call(*bad).startswith(f"-ERR pyproxy: '{bad[0]}' is not "
+                                              "supported: ".encode()), bad
+        assert conn.call("SORT", "{l}list", "BY", "nosort", "GET", "#") == (
+            b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n")
+    assert a.client().exists("{l}c") + b.client().exists("{l}c") == 0
+
+
+def test_a_backend_that_is_back_is_used_at_once(redis_factory: Any, proxy_factory: Any) -> None:
+    """Probed while down: requests sent a little after the backend accepts again all succeed
+    (a lazy reconnect with backoff used to fail them for up to a second), and the outage is
+    logged once, not once per retry."""
+    a, b, proxy = start(redis_factory, proxy_factory, timeout=500)
+    key = key_on(0, b"back")
+    with Raw("127.0.0.1", proxy.port) as conn:
+        assert conn.call("SET", key, "1") == b"+OK\r\n"
+        a.kill()
+        assert conn.call("GET", key).startswith(b"-ERR pyproxy: backend ")
+        time.sleep(1.5)  # ~15 retries while nobody asks
+        a.restart()
+        time.sleep(0.3)  # the probe connects within ~100 ms of the server accepting
+        replies = [conn.call("SET", key, str(i)) for i in range(50)]
+        assert replies == [b"+OK\r\n"] * 50
+    log = proxy.log_text()
+    assert log.count(f"backend {a.address} down") == 1, log
+    assert f"backend {a.address} is back" in log

@@ -16,7 +16,9 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   or being made, and each TCP connection has its own ``Link`` (the asyncio protocol), whose
   events count only while it is the connection's current link — so two sockets never feed
   one FIFO, and a late event of a dropped socket never touches its successor. The setup
-  prelude (AUTH, SELECT, HELLO 3) goes in front of requests that were never written.
+  prelude (AUTH, SELECT, HELLO 3) goes in front of requests that were never written, and they
+  are written only once every setup command answered OK: a refused AUTH or SELECT fails the
+  connection (its requests get the reason), so nothing ever runs in the wrong database.
 * The connection keeps its own timer state: the send time of every waiter (``sent``), one
   timer armed for the oldest waiter not yet timed out (send times are in FIFO order and every
   request on a pool has the same timeout). Waiters carry nothing but ``settle``.
@@ -24,9 +26,11 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   all, so fifty clients sending at once cost one syscall.
 * A connection that fails (refused, lost, ``server_failure_limit`` timeouts in a row) errors
   every waiter at once and stays down until its retry time: requests meanwhile get an
-  immediate error, never a hang. Retry delays back off from 50 ms to 1 s; with
-  ``auto_eject_hosts`` and the failure limit reached, the server rests for
-  ``server_retry_timeout``. A down server is never replaced by another shard's server.
+  immediate error, never a hang. While down it connects again at each retry time (50 ms, then
+  every 100 ms) whether requests come or not, so a server that is back is used within 100 ms;
+  with ``auto_eject_hosts`` and the failure limit reached, the server rests for
+  ``server_retry_timeout``. One log line per outage (and one every 30 s while it lasts), one
+  when it is back. A down server is never replaced by another shard's server.
 * Replies are forwarded as the exact bytes Redis sent: this module only finds their ends. A
   reply that is not RESP is a protocol violation: one log line, the connection is dropped and
   its waiters get an error — other connections never notice.
@@ -62,7 +66,8 @@ from .replies import Swallow, Waiter
 log = logging.getLogger("pyproxy.backend")
 
 _MIN_RETRY = 0.05
-_MAX_RETRY = 1.0
+_MAX_RETRY = 0.1  # a server that comes back is connected within this (probed while down)
+_STILL_DOWN_EVERY = 30.0  # seconds between two "still down" lines of one outage
 _IDLE_PINS = 32  # pinned connections kept open for reuse, per backend and protocol
 
 
@@ -215,6 +220,28 @@ class Link(asyncio.Protocol):
             connection.on_link_lost(exc)
 
 
+class Setup:
+    """The waiter of a connection's setup commands (one object for all of them)."""
+
+    __slots__ = ("connection", "left", "failed")
+
+    def __init__(self, connection: Connection, count: int):
+        self.connection = connection
+        self.left = count
+        self.failed = False
+
+    def settle(self, raw: bytes) -> None:
+        if self.failed or isinstance(raw, Failure):  # a timeout (its late reply still comes)
+            return  # or the connection failing: handled there
+        if raw[:1] == b"-":
+            self.failed = True
+            self.connection.setup_refused(raw)
+            return
+        self.left -= 1
+        if self.left == 0:
+            self.connection.setup_done()
+
+
 class Connection:
     """One logical pipelined connection to a redis-server, carrying many clients' requests;
     it reconnects (a new ``Link``) after a failure."""
@@ -222,7 +249,8 @@ class Connection:
     __slots__ = (
         "backend", "loop", "link", "transport", "connecting", "fifo", "sent", "out",
         "flush_scheduled", "rest", "expired", "timer", "failures", "retry_at", "last_error",
-        "closing", "timeout", "pool_timeout", "resp3", "pinned", "connect_task",
+        "closing", "timeout", "pool_timeout", "resp3", "pinned", "connect_task", "ready",
+        "probe", "down_logged",
     )
 
     def __init__(self, backend: Backend, resp3: bool = False, pinned: bool = False):
@@ -245,6 +273,9 @@ class Connection:
         self.last_error = ""
         self.closing = False
         self.connect_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
+        self.ready = False  # connected and its setup (AUTH, SELECT, HELLO) answered OK
+        self.probe: asyncio.TimerHandle | None = None  # the next connect attempt while down
+        self.down_logged = 0.0  # loop time of this outage's last "down" line (0: up)
         timeout_ms = backend.settings.timeout_ms
         self.pool_timeout = timeout_ms / 1000.0 if timeout_ms else 0.0
         self.timeout = self.pool_timeout  # 0 on a pinned connection leased for blocking
@@ -284,7 +315,7 @@ class Connection:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if self.transport is not None and self.out:
+        if self.ready and self.transport is not None and self.out:
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
@@ -345,19 +376,27 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport = transport
         self.connecting = False
+        if self.down_logged:
+            log.info("backend %s is back", self.backend.address)
+            self.down_logged = 0.0
         self.backend.stats.reconnects += 1
         prelude = self._prelude()
         if prelude:
             # Nothing in fifo was written yet (a lost connection errors every waiter), so the
-            # prelude can go first; its send time is the oldest's, keeping ``sent`` ordered.
+            # setup goes first, alone: requests are written only once every setup command
+            # answered OK (a refused SELECT must not let them run in database 0). Its send
+            # time is the oldest's, keeping ``sent`` ordered.
             queued_at = self.sent[0] if self.sent else self.loop.time()
-            self.fifo.extendleft(reversed([waiter for waiter, _ in prelude]))
+            setup = Setup(self, len(prelude))
+            self.fifo.extendleft([setup] * len(prelude))
             self.sent.extendleft([queued_at] * len(prelude))
-            self.out[:0] = [payload for _, payload in prelude]
+            transport.write(b"".join(prelude))
+        else:
+            self.ready = True
         log.info("backend %s connected", self.backend.address)
         self._flush()
 
-    def _prelude(self) -> list[tuple[Waiter, bytes]]:
+    def _prelude(self) -> list[bytes]:
         """AUTH, SELECT and (for RESP3 connections) HELLO 3, ahead of everything else."""
         settings = self.backend.settings
         commands = []
@@ -367,11 +406,18 @@ class Connection:
             commands.append([b"SELECT", str(settings.redis_db).encode()])
         if self.resp3:
             commands.append([b"HELLO", b"3"])
-        return [(Swallow(self._on_prelude_error), resp.encode_command(c)) for c in commands]
+        return [resp.encode_command(c) for c in commands]
 
-    def _on_prelude_error(self, raw: bytes) -> None:
-        log.error("backend %s refused the connection setup: %s",
-                  self.backend.address, raw.decode(errors="replace").strip())
+    def setup_done(self) -> None:
+        self.ready = True
+        self._flush()
+
+    def setup_refused(self, raw: bytes) -> None:
+        """A setup command failed: no request is written on this connection; the waiting ones
+        get the reason (they never went out), and it is tried again after the backoff."""
+        why = raw.decode(errors="replace").strip().lstrip("-")
+        self._drop()
+        self._fail(f"it refused the connection setup ({why})", kind="down")
 
     # ------------------------------------------------------------ receiving
 
@@ -473,12 +519,14 @@ class Connection:
         """Forget the current link at once (its late events are ignored) and abort it."""
         transport, self.link, self.transport = self.transport, None, None
         self.connecting = False
+        self.ready = False
         if transport is not None:
             transport.abort()
 
     def on_link_lost(self, exc: Exception | None) -> None:
         self.link = None
         self.transport = None
+        self.ready = False
         if exc is None:
             self.backend.stats.server_eof += 1
         else:
@@ -499,10 +547,23 @@ class Connection:
         else:
             delay = min(_MIN_RETRY * 2 ** (self.failures - 1), _MAX_RETRY,
                         settings.server_retry_timeout_ms / 1000.0)
-        self.retry_at = self.loop.time() + delay
-        if announce:
-            log.warning("backend %s down: %s (retry in %.2fs)", self.backend.address, why, delay)
+        now = self.loop.time()
+        self.retry_at = now + delay
+        if announce and now - self.down_logged >= _STILL_DOWN_EVERY:
+            still = "still " if self.down_logged else ""
+            log.warning("backend %s %sdown: %s (trying again every %.2fs)",
+                        self.backend.address, still, why, delay)
+            self.down_logged = now
+        if self.probe is None and not self.closing and not self.pinned:
+            self.probe = self.loop.call_at(self.retry_at, self._probe)
         self._error_all(f"ERR pyproxy: backend {self.backend.address} failed: {why}", kind)
+
+    def _probe(self) -> None:
+        """While down, connect again at the retry time whether or not requests come, so a
+        server that is back is used at once (not after the next request's error)."""
+        self.probe = None
+        if not self.closing and not self.backend.retired:
+            self.connect_if_due()
 
     def _error_all(self, message: str, kind: str) -> None:
         """Every waiter gets a ``Failure``: ``sent`` for those already written (the first
@@ -522,14 +583,21 @@ class Connection:
             waiter.settle(errors[0] if index < written else errors[1])
         self.backend.pool_stats.forward_error += len(fifo)
 
+    def _stop_probing(self) -> None:
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
+
     def close_when_idle(self) -> None:
         self.closing = True
+        self._stop_probing()
         if not self.fifo:
             self._close()
 
     def abandon(self) -> None:
         """Close at once, in-flight requests or not (their waiters get an error)."""
         self.closing = True
+        self._stop_probing()
         self._drop()
         self._error_all("ERR pyproxy: backend connection closed", "closed")
 

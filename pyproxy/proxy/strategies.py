@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.commands import Command
 from ..protocol.resp import encode_command
+from ..routing.hashing import hashed_part
 from . import errors, fanout, local
 from .dispatch import Context, Strategy
 from .errors import Unroutable
@@ -73,8 +74,44 @@ class SameShard(Strategy):
         if not positions and not command.keyless:
             raise Unroutable(errors.refused(command, "it names no key, so no shard can be "
                                                      "chosen"))
+        check = _ARGUMENT_CHECKS.get(command.name)
+        if check is not None:
+            refusal = check(ctx, args)
+            if refusal:
+                raise Unroutable(errors.refused(command, refusal))
         locate = ctx.pool.routes.locate
         return {locate(args[p]) for p in positions}
+
+
+def _copy_db(ctx: Context, args: list[bytes]) -> str:
+    """COPY src dst DB n would write another database."""
+    if any(arg.upper() == b"DB" for arg in args[3:]):
+        return "COPY ... DB writes another database, and the proxy serves database 0 only"
+    return ""
+
+
+def _sort_patterns(ctx: Context, args: list[bytes]) -> str:
+    """SORT key BY/GET pattern reads other keys: only right when they live with ``key`` —
+    Redis Cluster's rule: the pattern carries the sorted key's hash tag."""
+    if len(ctx.pool.routes.shards) == 1:
+        return ""
+    tag = ctx.config.hash_tag
+    own = hashed_part(args[1], tag)
+    for i in range(2, len(args) - 1):
+        option, pattern = args[i].upper(), args[i + 1]
+        if option == b"BY" and b"*" not in pattern:
+            continue  # BY nosort (or a constant): no other key is read
+        if option == b"GET" and pattern == b"#":
+            continue
+        if option in (b"BY", b"GET"):
+            part = hashed_part(pattern, tag)
+            if part == pattern or b"*" in part or part != own:
+                return ("its BY/GET pattern reads keys that may live on other shards (give the "
+                        "pattern the sorted key's hash tag, as Redis Cluster requires)")
+    return ""
+
+
+_ARGUMENT_CHECKS = {"copy": _copy_db, "sort": _sort_patterns, "sort_ro": _sort_patterns}
 
 
 class Split(Strategy):
