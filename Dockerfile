@@ -16,8 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYPROXY_HEALTH_ADDR=127.0.0.1:22121
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY pyproxy ./pyproxy
+# pyproxy/examples/ links to these: the package ships them
+COPY conf/example.yml conf/icd.yml conf/zoo-watchdog.conf ./conf/
 
 # The install steps of the Makefile's venv target, which `make demo` and `make test` run
 # (`python -m venv`, upgrade pip, install the package from pyproject.toml), with the image's

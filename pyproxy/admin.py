@@ -9,7 +9,9 @@ API (there is no event loop to block here).
              refused unless ``--force``.
 * ``status`` each shard's range, master and replicas as ZooKeeper has them, each redis's own
              view (``ROLE``, replication offset), and the registered proxies.
-* ``slot``   a key's slot, shard and current master.
+* ``slot``   a key's slot, shard and current master. Without ZooKeeper (``--offline``, or
+             when it does not answer) the slot and the shard are computed from the config
+             alone, and the output says so: the master shown is then the configured one.
 
 Exit codes: 0 ok, 1 the operation was refused or failed, 2 usage, 3 ZooKeeper unreachable.
 """
@@ -100,7 +102,8 @@ def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
             if existing != (start, end):
                 conflicts.append((path, start, end, data))
         if conflicts and not force:
-            lines = [f"{p}: has {d!r}, config says {s}-{e}" for p, s, e, d in conflicts]
+            lines = [f"{p}: has {_data_text(d)}, config says {s}-{e}"
+                     for p, s, e, d in conflicts]
             raise AdminError("refusing to change existing weights (use --force): "
                              + "; ".join(lines))
         for path, start, end, _ in conflicts:
@@ -110,6 +113,14 @@ def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
         zk.stop()
         zk.close()
     return done
+
+
+def _data_text(data: bytes) -> str:
+    """A znode's data as an operator reads it: its text, not Python's bytes literal."""
+    if not data:
+        return "no data"
+    text = data.decode(errors="replace")
+    return text if text.isprintable() else repr(text)
 
 
 def _redis_view(address: str) -> dict[str, Any]:
@@ -171,21 +182,40 @@ def status(pool: configuration.PoolConfig) -> dict[str, Any]:
         zk.close()
 
 
-def slot(pool: configuration.PoolConfig, key: bytes) -> dict[str, Any]:
+def slot(pool: configuration.PoolConfig, key: bytes, offline: bool = False) -> dict[str, Any]:
+    """The key's slot, and its shard and master as ZooKeeper has them, else as configured
+    (``source`` says which; ``note`` why ZooKeeper was not asked or did not answer)."""
     number = slot_of(key, pool.hash_tag, pool.modulus)
     result: dict[str, Any] = {"key": key.decode(errors="replace"), "slot": number}
-    if pool.uses_zookeeper:
-        view = status(pool)
-        for shard in view["shards"]:
-            start, _, end = str(shard["weight"]).partition("-")
-            if start.isdigit() and end.isdigit() and int(start) <= number <= int(end):
-                result.update(shard=shard["name"], master=shard["master"], source="zookeeper")
-                return result
+    if pool.uses_zookeeper and offline:
+        result["note"] = "ZooKeeper not asked (--offline)"
+    elif pool.uses_zookeeper:
+        try:
+            view = status(pool)
+        except AdminError as exc:
+            if exc.code != 3:  # ZooKeeper answered: what it said is the error
+                raise
+            result["note"] = str(exc)
+        else:
+            for shard in view["shards"]:
+                start, _, end = str(shard["weight"]).partition("-")
+                if start.isdigit() and end.isdigit() and int(start) <= number <= int(end):
+                    result.update(shard=shard["name"], master=shard["master"],
+                                  source="zookeeper")
+                    return result
     for index, server in enumerate(pool.servers):
         if server.start <= number <= server.end:
             name = zkschema.shard_name(index) if pool.uses_zookeeper else server.name
             result.update(shard=name, master=server.address, source="config")
     return result
+
+
+def _print_slot(result: dict[str, Any]) -> None:
+    where = result["source"]
+    if "note" in result:
+        where = f"config only: {result['note']}; the live master may differ"
+    print(f"key {result['key']!r} slot {result['slot']} shard {result['shard']} "
+          f"master {result['master'] or 'NONE'} ({where})")
 
 
 def _print_status(view: dict[str, Any]) -> None:
@@ -213,6 +243,8 @@ examples:
   pyproxy-admin status -c conf/icd.yml        shards, masters, replicas (with each redis's
                                               own ROLE and offset) and registered proxies
   pyproxy-admin slot user:42 -c conf/icd.yml  the key's slot, shard and current master
+                                              (from the config alone with --offline or
+                                              when ZooKeeper does not answer)
 
 exit codes: 0 ok, 1 refused or failed (e.g. init would change weights: use --force),
             2 usage, 3 ZooKeeper unreachable
@@ -238,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("status", "slot"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "slot":
+            p.add_argument("--offline", action="store_true",
+                           help="do not ask ZooKeeper: the slot and the configured shard")
             p.add_argument("key")
     return parser
 
@@ -254,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.action == "check":
-            print(f"pyproxy-admin: {args.conf_file}: ok ({len(loaded.pools)} pool(s))")
+            count = len(loaded.pools)
+            print(f"pyproxy-admin: {args.conf_file}: ok ({count} pool{'' if count == 1 else 's'})")
         elif args.action == "init":
             for line in init(_zk_pool(loaded, args.pool), args.force) or ["nothing to do"]:
                 print(line)
@@ -262,12 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             view = status(_zk_pool(loaded, args.pool))
             print(json.dumps(view, indent=2)) if args.json else _print_status(view)
         else:
-            result = slot(_pool(loaded, args.pool), args.key.encode())
-            if args.json:
-                print(json.dumps(result))
-            else:
-                print(f"key {result['key']!r} slot {result['slot']} shard {result['shard']} "
-                      f"master {result['master']} ({result['source']})")
+            result = slot(_pool(loaded, args.pool), args.key.encode(), args.offline)
+            print(json.dumps(result)) if args.json else _print_slot(result)
     except AdminError as exc:
         print(f"pyproxy-admin: {exc}", file=sys.stderr)
         return exc.code

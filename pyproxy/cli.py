@@ -1,7 +1,8 @@
 """``pyproxy``: the command line, kept thin. nutcracker's flags keep their meaning.
 
-Exit codes: 0 clean stop or valid config, 1 invalid config (``-t``), 2 usage error,
-3 startup failure. Every error is one line on stderr, never a traceback.
+Exit codes: 0 clean stop or valid config, 1 invalid config (``-t``), 2 usage error (a bad
+flag value too: checked before the config is read, with ``-t`` as without), 3 startup
+failure. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from . import __version__, config
-from .server import StartupError, serve
+from . import __version__, address, config, example_config
+from .server import StartupError, _split_address, serve
 from .workers import SINGLE_PROCESS, Role, supervise
 
 DESCRIPTION = """\
@@ -40,10 +41,11 @@ signals:
                     (up to 5 s), exit 0
   SIGHUP            reopen the log file (after logrotate)
 
-exit codes: 0 stopped cleanly or config valid, 1 config invalid (-t), 2 usage,
-            3 could not start (one line on stderr says why)
+exit codes: 0 stopped cleanly or config valid, 1 config invalid (-t), 2 usage or a bad
+            flag value (-t checks the flags too), 3 could not start (one line says why)
 
-files: conf/example.yml documents every pool key; conf/icd.yml is the seed's file.
+files: conf/example.yml documents every pool key (`pyproxy --example-config` prints it);
+       conf/icd.yml is the seed's file (`pyproxy --example-config icd.yml`).
 see also: pyproxy-watchdog --help, pyproxy-admin --help, README.md
 """
 
@@ -80,8 +82,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes sharing each listener with SO_REUSEPORT (default 1); "
                              "metrics/stats ports of worker i are the given port + i")
+    parser.add_argument("--example-config", nargs="?", const="example.yml", metavar="NAME",
+                        choices=("example.yml", "icd.yml"),
+                        help="print the example config (every pool key with its default; "
+                             "icd.yml: the seed's file) and exit")
     parser.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}")
     return parser
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the flags' values, one line each (before anything starts)."""
+    problems = []
+    if args.workers < 1:
+        problems.append(f"--workers {args.workers}: expected at least 1")
+    if not 0 <= args.verbose <= 11:
+        problems.append(f"-v {args.verbose}: expected a level 0-11 (5 = notice, 6+ = debug)")
+    ports = []
+    if args.stats_port is not None:
+        if not 1 <= args.stats_port <= 65535:
+            problems.append(f"-s {args.stats_port}: expected a port 1-65535 "
+                            "(leave -s out to serve no stats)")
+        else:
+            ports.append(("-s", args.stats_port))
+        if not address.valid_host(args.stats_addr):
+            problems.append(f"-a {args.stats_addr}: expected an IPv4 address or a hostname")
+    if args.metrics is not None:
+        try:
+            ports.append(("--metrics", _split_address(args.metrics, "--metrics")[1]))
+        except StartupError as exc:
+            problems.append(str(exc))
+    for flag, port in ports:  # worker i serves on the given port + i
+        if port + args.workers - 1 > 65535 >= port:
+            problems.append(f"{flag}: port {port} + {args.workers - 1} for the last of "
+                            f"--workers {args.workers} is above 65535")
+    return problems
 
 
 def setup_logging(level: int, output: str | None) -> None:
@@ -129,13 +163,19 @@ def reopen_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     if args.describe_stats:
         from .observe.statsport import describe
 
         print(describe())
         return 0
+    if args.example_config:
+        sys.stdout.write(example_config(args.example_config))
+        return 0
+    problems = flag_problems(args)
+    for line in problems:
+        print(f"pyproxy: {line}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         loaded = config.load(args.conf_file)
     except config.ConfigError as exc:

@@ -483,7 +483,9 @@ def _pool_servers(pool: _PoolReader, zookeeper: bool) -> tuple[tuple[ServerSpec,
     return servers, modulus
 
 
-def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> PoolConfig | None:
+def _read_pool(path: str, name: str, raw: dict[Any, Any],
+               errors: list[str]) -> tuple[PoolConfig, bool]:
+    """The pool as read (defaults where a key was bad) and whether every key was good."""
     pool = _PoolReader(path, name, raw, errors)
     pool.check_unknown_keys()
     no_listen: _Listen = ("", None, None, None, None)
@@ -528,12 +530,14 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any], errors: list[str]) -> 
                                                           "(milliseconds; 0 = do not hold)"),
                              FAILOVER_HOLD_MS if zk_host else 0),
     )
-    return None if pool.failed else config
+    return config, not pool.failed
 
 
 # --- Whole file ---------------------------------------------------------------------------------
 
 def _same_listener(a: PoolConfig, b: PoolConfig) -> bool:
+    if not (a.listen_port or a.listen_path) or not (b.listen_port or b.listen_path):
+        return False  # a listen that was missing or bad: already reported
     if a.listen_path or b.listen_path:
         return a.listen_path == b.listen_path
     # 0.0.0.0 takes the port on every address.
@@ -562,16 +566,19 @@ def _parse(text: str, path: str, digest: str) -> Config:
         raise ConfigError([f"{path}: expected a mapping of pool names to pool settings, "
                            f"got {shown}"])
     errors: list[str] = []
-    pools = []
+    pools, read = [], []  # the pools that are valid; every pool read, for the cross checks
     for name, raw in data.items():
         if not isinstance(name, str) or not name:
             errors.append(f"{path}: pool name {_show(name)}: expected a non-empty string")
         elif not isinstance(raw, dict) or not raw:
             errors.append(f"{path}: pool {name!r}: expected a mapping of settings, "
                           f"got {_show(raw)}")
-        elif pool := _read_pool(path, name, raw, errors):
-            pools.append(pool)
-    errors += _cross_pool(path, pools)
+        else:
+            pool, valid = _read_pool(path, name, raw, errors)
+            read.append(pool)
+            if valid:
+                pools.append(pool)
+    errors += _cross_pool(path, read)
     if errors:
         raise ConfigError(errors)
     return Config(pools=tuple(pools), path=path, digest=digest)

@@ -87,8 +87,9 @@ class Proxy:
                 pool = Pool(pool_config, static_table(pool_config))
                 self.pools[pool_config.name] = pool
                 self.servers.append(await self._listen(loop, pool))
-                log.info("pool %s listening on %s (%d shards)", pool.name, pool_config.listen,
-                         len(pool.table.shards))
+                count = len(pool.table.shards)
+                log.info("pool %s listening on %s (%d shard%s)", pool.name, pool_config.listen,
+                         count, "" if count == 1 else "s")
                 if pool_config.uses_zookeeper:
                     self._follow(pool)
         except OSError as exc:
@@ -140,7 +141,7 @@ class Proxy:
                 if not limit:
                     continue
                 for client in [c for c in pool.clients if c.idle_for(now) > limit / 1000.0]:
-                    log.info("closing client %s: idle for %d ms", client.session.peer, limit)
+                    log.debug("closing client %s: idle for %d ms", client.session.peer, limit)
                     client.close()
 
     def _follow(self, pool: Pool) -> None:

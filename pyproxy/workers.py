@@ -7,6 +7,9 @@ Every worker keeps its own backend connections and follows ZooKeeper with its ow
 proxy appears in ZooKeeper once, as a whole. Metrics and stats ports are per worker: worker
 i serves on the configured port + i.
 
+Every line a worker logs names it (``worker 1 pyproxy.server: ...``); the supervisor's own
+lines are unnamed.
+
 The supervisor (the parent) forks the workers before any event loop or thread exists,
 forwards SIGTERM/SIGINT/SIGHUP to them, restarts a worker that dies unexpectedly (at most
 once a second per worker), and exits when all workers have exited after a stop signal —
@@ -21,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("pyproxy.workers")
 
@@ -50,6 +54,18 @@ class Role:
 SINGLE_PROCESS = Role()
 
 
+def name_worker_in_logs(index: int) -> None:
+    """From now on this process's log records carry ``worker <index>`` before the logger."""
+    make_record = logging.getLogRecordFactory()
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made = make_record(*args, **kwargs)
+        made.name = f"worker {index} {made.name}"
+        return made
+
+    logging.setLogRecordFactory(record)
+
+
 def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
     """Fork ``count`` workers running ``run_worker(role)``; return the exit status."""
     children: dict[int, Role] = {}
@@ -62,6 +78,7 @@ def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
         if pid == 0:  # the worker
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            name_worker_in_logs(role.index)
             code = 1
             try:
                 code = run_worker(role)

@@ -2,7 +2,9 @@
 """Install the Debian packages pyproxy's demo or tests need, or say exactly which.
 
     python3 scripts/deps.py demo    redis-server, redis-tools, ZooKeeper (and Java)
-    python3 scripts/deps.py test    the same plus nutcracker (the tests compare against it)
+    python3 scripts/deps.py test    the same plus nutcracker (the tests compare against it),
+                                    and the checkers of deploy/: promtool (prometheus),
+                                    systemd-analyze (systemd), logrotate
 
 Only what is missing is installed, with apt-get, when running as root; otherwise the one
 ``apt-get`` line to run is printed and the exit status is 1. ``python3-venv`` is added when
@@ -33,7 +35,10 @@ DEMO = (
     (ZOOKEEPER_JAR, "zookeeper"),
     (SLF4J_SIMPLE_JAR, "libslf4j-java"),
 )
-TEST = (*DEMO, ("redis-benchmark", "redis-tools"), ("nutcracker", "nutcracker"))
+TEST = (*DEMO, ("redis-benchmark", "redis-tools"), ("nutcracker", "nutcracker"),
+        # deploy/: alert rules checked and unit-tested, systemd units verified, logrotate -d
+        ("promtool", "prometheus"), ("systemd-analyze", "systemd"),
+        ("/usr/sbin/logrotate", "logrotate"))
 NEEDS = {"demo": DEMO, "test": TEST}
 
 
@@ -49,9 +54,14 @@ def missing_packages(needs: tuple[tuple[str, str], ...], need_venv: bool = False
     return missing
 
 
+# Recommends are left out: of these packages only prometheus has one, a node exporter (and
+# ~35 packages of hardware tools) that nothing here uses.
+INSTALL = ("apt-get", "install", "-y", "-q", "--no-install-recommends")
+
+
 def install_command(packages: list[str]) -> str:
-    return ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            + " ".join(packages))
+    return ("apt-get update && DEBIAN_FRONTEND=noninteractive "
+            + " ".join([*INSTALL, *packages]))
 
 
 def install(purpose: str) -> int:
@@ -67,7 +77,7 @@ def install(purpose: str) -> int:
         return 1
     print(f"{purpose}: installing {' '.join(missing)} with apt-get", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
+    for cmd in (["apt-get", "update", "-q"], [*INSTALL, *missing]):
         if subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL).returncode != 0:
             print(f"{purpose}: `{shlex.join(cmd)}` failed", file=sys.stderr)
             return 1

@@ -396,6 +396,16 @@ def test_same_listen_address(first: str, second: str) -> None:
         f"t.yml: pool 'beta': listen: {second!r} is already used by pool 'alpha'"]
 
 
+def test_same_listen_address_is_reported_with_the_pools_other_errors() -> None:
+    text = (pool_yaml(timeout="soon") + pool_yaml("beta", hash="fnv1a_64")
+            + pool_yaml("gamma", listen="nope") + pool_yaml("delta", listen="127.0.0.1:22122"))
+    assert errors_of(text) == [
+        "t.yml: pool 'alpha': timeout: expected a positive integer (milliseconds), got 'soon'",
+        "t.yml: pool 'beta': hash: expected 'md5', got 'fnv1a_64' (pyproxy implements md5 only)",
+        "t.yml: pool 'gamma': listen: expected 'host:port', got 'nope'",
+        "t.yml: pool 'beta': listen: '127.0.0.1:22121' is already used by pool 'alpha'"]
+
+
 def test_different_hosts_same_port_are_fine() -> None:
     text = pool_yaml(listen="127.0.0.1:22121") + pool_yaml("beta", listen="127.0.0.2:22121")
     assert len(config.parse(text).pools) == 2

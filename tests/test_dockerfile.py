@@ -121,12 +121,16 @@ def test_install_steps_are_the_makefile_venv_target() -> None:
     assert ["python", "-m", "venv", "VENV"] in make_steps
     assert ["python", "-m", "pip", "install", "."] in make_steps
     # what the image copies is all the install needs, and .dockerignore keeps it
-    copied = " ".join(args for word, args in instructions() if word == "COPY")
-    for name in ("pyproject.toml", "README.md", "pyproxy"):
-        assert name in copied.split(), copied
+    copied = " ".join(args for word, args in instructions() if word == "COPY").split()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "pyproxy"):
+        assert name in copied, copied
+    # the package's examples are links into conf/: their targets are copied too
+    for link in (ROOT / "pyproxy" / "examples").iterdir():
+        target = os.path.relpath(link.resolve(), ROOT)
+        assert target in copied, (link, target, copied)
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    assert not {"pyproject.toml", "README.md", "pyproxy"} & set(ignored)
+    assert not {"pyproject.toml", "README.md", "LICENSE", "pyproxy", "conf"} & set(ignored)
 
 
 def _healthcheck_argv() -> list[str]:

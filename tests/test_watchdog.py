@@ -529,7 +529,7 @@ def test_bad_conf_lines_are_one_line_errors(tmp_path: Path, redis_factory: Any) 
         assert proc.returncode == code, proc.stderr
         assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-    path.write_text("zkServersList = 127.0.0.1:2181\n")
+    path.write_text("zkServersList = 127.0.0.1:2181\nredisStartTimeout = 0\n")
     r.kill()
     proc = subprocess.run(
         [sys.executable, "-m", "pyproxy.watchdog", "-f", str(path), "-dc", r.address, SHARD],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,8 @@ from pyproxy.watchdog.probe import (
     encode,
     parse_role,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ME = "10.0.0.1:6379"
 B = "10.0.0.2:6380"
@@ -278,6 +283,26 @@ def test_conf_errors_are_one_line(text: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_conf_reports_every_bad_line_at_once() -> None:
+    text = ("logLevel = LOUD\nfoo = 1\nhealthCheckFailures = 0\nlogLevel = INFO\n"
+            "zkSessionTimeout = 4s\n")
+    with pytest.raises(confmod.ConfError) as info:
+        confmod.parse(text, "f")
+    starts = ["f:1: bad logLevel", "f:2: unknown key 'foo'", "f:3: bad healthCheckFailures",
+              "f:4: logLevel given twice (first on line 1)", "f:5: bad zkSessionTimeout",
+              "f: zkServersList is required"]
+    assert len(info.value.errors) == len(starts), info.value.errors
+    for line, start in zip(info.value.errors, starts, strict=True):
+        assert line.startswith(start) and "\n" not in line, line
+    assert str(info.value) == "\n".join(info.value.errors)
+
+
+def test_conf_redis_start_timeout() -> None:
+    assert confmod.parse("zkServersList = h:1\n", "f").redis_start_timeout == 60.0
+    assert confmod.parse("zkServersList = h:1\nredisStartTimeout = 0\n",
+                         "f").redis_start_timeout_ms == 0
+
+
 # --------------------------------------------------------------------------- RESP client
 
 
@@ -419,17 +444,21 @@ def test_cli_conf_error_names_file_and_line(tmp_path: Path,
     assert f"{path}:3: bad healthCheckInterval" in err and err.count("\n") == 1
 
 
-def test_cli_unreachable_redis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_unreachable_redis(tmp_path: Path) -> None:
+    """redisStartTimeout = 0: no waiting, exit 3 at the first failed check. In a process of
+    its own: past the conf, the watchdog sets up the root logger."""
     path = tmp_path / "zoo-watchdog.conf"
-    path.write_text("zkServersList = 127.0.0.1:1\n")
+    path.write_text("zkServersList = 127.0.0.1:1\nredisStartTimeout = 0\n")
     with socket.create_server(("127.0.0.1", 0)) as s:
         address = f"127.0.0.1:{s.getsockname()[1]}"
-    assert cli.main(["-f", str(path), "-dc", address, "/a"]) == 3
-    err = capsys.readouterr().err
-    assert err.startswith(f"pyproxy-watchdog: error: redis {address} does not answer")
-    assert err.count("\n") == 1
+    result = subprocess.run([sys.executable, "-m", "pyproxy.watchdog", "-f", str(path), "-dc",
+                             address, "/a"], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith(f"pyproxy-watchdog: error: redis {address} does not answer")
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 def test_shipped_conf_loads() -> None:
-    c = confmod.load(str(Path(__file__).resolve().parent.parent / "conf" / "zoo-watchdog.conf"))
+    c = confmod.load(str(ROOT / "conf" / "zoo-watchdog.conf"))
     assert c.zk_servers

@@ -261,15 +261,22 @@ class Probe:
 class Guard:
     """The waiter of a request sent through an open gate: the unknown-outcome rule."""
 
-    __slots__ = ("gate", "order", "payload", "waiter", "session", "readonly", "epoch", "since")
+    __slots__ = ("gate", "order", "payload", "waiter", "session", "readonly", "epoch", "since",
+                 "settled")
 
     def __init__(self, gate: Gate, order: int, payload: bytes | Block, waiter: Waiter,
                  session: Session, readonly: bool, since: float):
         self.gate, self.order, self.payload, self.waiter = gate, order, payload, waiter
         self.session, self.readonly, self.epoch = session, readonly, gate.epoch
         self.since = since  # when it was first held (0: never)
+        self.settled = False
 
     def settle(self, raw: bytes) -> None:
+        # The first answer decides (a timed-out request stays in its FIFO: a late reply, or
+        # the connection's failure, may come after)
+        if self.settled:
+            return
+        self.settled = True
         gate = self.gate
         payload = self.payload
         if (isinstance(payload, Block) and payload.proof

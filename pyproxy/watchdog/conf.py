@@ -16,11 +16,14 @@ zkSessionTimeout       4000      ZooKeeper session timeout, ms (what a dead watc
 healthCheckInterval    500       ms between two health checks of the redis
 healthCheckTimeout     250       ms a health check (PING + ROLE) may take before it failed
 healthCheckFailures    3         consecutive failed checks before the redis counts as down
+redisStartTimeout      60000     ms the watchdog waits at start for its redis to answer
+                                 (0: not at all; exit 3 if the first check fails)
 =====================  ========  ==========================================================
 
-Invariants: every problem is a ``ConfError`` whose text is one line starting with
-``FILE:LINE:`` (or ``FILE:`` for a missing key or an unreadable file); a key given twice is
-an error, not "last one wins". Pure: no I/O besides reading the file.
+Invariants: every problem in the file is found and raised at once, as one ``ConfError``
+whose ``errors`` are one line each, starting with ``FILE:LINE:`` (or ``FILE:`` for a
+missing key or an unreadable file); a key given twice is an error, not "last one wins".
+Pure: no I/O besides reading the file.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ _INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
 class ConfError(ValueError):
-    """A bad conf file; ``str()`` is one line naming the file and the line."""
+    """A bad conf file: ``errors`` holds every problem, one line each naming the file and
+    the line; ``str()`` is those lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class Conf:
     health_interval_ms: int = 500
     health_timeout_ms: int = 250
     health_failures: int = 3
+    redis_start_timeout_ms: int = 60000
 
     @property
     def session_timeout(self) -> float:
@@ -62,6 +71,10 @@ class Conf:
     @property
     def probe_timeout(self) -> float:
         return self.health_timeout_ms / 1000.0
+
+    @property
+    def redis_start_timeout(self) -> float:
+        return self.redis_start_timeout_ms / 1000.0
 
 
 def _zk_servers(text: str) -> str:
@@ -103,6 +116,7 @@ KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "healthCheckInterval": ("health_interval_ms", _int_range(10, 600_000)),
     "healthCheckTimeout": ("health_timeout_ms", _int_range(10, 600_000)),
     "healthCheckFailures": ("health_failures", _int_range(1, 1000)),
+    "redisStartTimeout": ("redis_start_timeout_ms", _int_range(0, 3_600_000)),
 }
 
 
@@ -114,34 +128,45 @@ def _unquote(raw: str) -> str:
     return _INLINE_COMMENT.sub("", raw)
 
 
+def _line(name: str, lineno: int, stripped: str, seen: dict[str, int],
+          values: dict[str, object]) -> str | None:
+    """Read one ``key = value`` line into ``values``; the problem with it, if any."""
+    where = f"{name}:{lineno}"
+    key, eq, raw = stripped.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        return f"{where}: expected 'key = value', got {stripped[:60]!r}"
+    if key not in KEYS:
+        return f"{where}: unknown key {key!r} (known: {', '.join(KEYS)})"
+    if key in seen:
+        return f"{where}: {key} given twice (first on line {seen[key]})"
+    seen[key] = lineno
+    field, parser = KEYS[key]
+    try:
+        value = _unquote(raw.strip())
+        if not value:
+            raise ValueError("empty value")
+        values[field] = parser(value)
+    except ValueError as exc:
+        return f"{where}: bad {key}: {exc}"
+    return None
+
+
 def parse(text: str, name: str) -> Conf:
     """Parse conf ``text``; ``name`` is the file name used in error messages."""
     values: dict[str, object] = {}
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # key -> the line it was first given on
+    problems = []
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, eq, raw = stripped.partition("=")
-        key = key.strip()
-        where = f"{name}:{lineno}"
-        if not eq or not key:
-            raise ConfError(f"{where}: expected 'key = value', got {stripped[:60]!r}")
-        if key not in KEYS:
-            raise ConfError(f"{where}: unknown key {key!r} (known: {', '.join(KEYS)})")
-        if key in seen:
-            raise ConfError(f"{where}: {key} given twice (first on line {seen[key]})")
-        seen[key] = lineno
-        field, parser = KEYS[key]
-        try:
-            value = _unquote(raw.strip())
-            if not value:
-                raise ValueError("empty value")
-            values[field] = parser(value)
-        except ValueError as exc:
-            raise ConfError(f"{where}: bad {key}: {exc}") from None
-    if "zk_servers" not in values:
-        raise ConfError(f"{name}: zkServersList is required (host:port,host:port)")
+        if stripped and not stripped.startswith("#"):
+            problem = _line(name, lineno, stripped, seen, values)
+            if problem is not None:
+                problems.append(problem)
+    if "zkServersList" not in seen:
+        problems.append(f"{name}: zkServersList is required (host:port,host:port)")
+    if problems:
+        raise ConfError(problems)
     return Conf(**values)  # type: ignore[arg-type]
 
 
@@ -150,5 +175,6 @@ def load(path: str) -> Conf:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) \
+            from None
     return parse(text, path)

@@ -230,6 +230,7 @@ class Daemon:
     def run(self) -> None:
         self.zk.start()
         try:
+            self._await_first_session()
             while not self.stopping:  # the turn that sees "stop" unregisters
                 self._wait_events()
                 try:
@@ -239,6 +240,18 @@ class Daemon:
         finally:
             self.zk.stop()
             self.redis.close()
+
+    def _await_first_session(self) -> None:
+        """Wait for the first ZooKeeper session, at most T/6, before the first decision:
+        deciding without a view fences a master (rule 4 of ``decide``), so every normal start
+        would pause it for nothing. Safe: a starting watchdog holds no node, so no promotion
+        waits on its fence, and a replica being promoted fences its old master itself."""
+        deadline = time.monotonic() + self.conf.session_timeout / 6
+        while not self.connected and not self.stopping:
+            try:
+                self._on_event(*self.events.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                return
 
     def _turn(self) -> None:
         now = time.monotonic()
