@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from . import __version__, address, config, example_config
+from .detach import detach
 from .server import StartupError, _split_address, serve
 from .workers import SINGLE_PROCESS, Role, supervise
 
@@ -131,18 +132,6 @@ def setup_logging(level: int, output: str | None) -> None:
     root.setLevel(_LEVELS.get(level, logging.DEBUG))
 
 
-def daemonize() -> None:
-    """Detach from the terminal (double fork), as nutcracker -d does."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-
-
 def raise_open_files_limit() -> None:
     """Every client and backend connection is a file descriptor: take the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -190,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"pyproxy: cannot open log file {args.output}: {exc.strerror}", file=sys.stderr)
         return 3
-    if args.daemonize:
-        daemonize()
+    # -d: the command returns once the proxy listens (or exits 3 with the reason on stderr)
+    ready = detach() if args.daemonize else None
     if args.pid_file:
         try:
             with open(args.pid_file, "w") as f:
@@ -208,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     def run_worker(role: Role) -> int:
         try:
             run(serve(loaded, metrics=args.metrics, stats=stats, on_hangup=reopen_logs,
-                      role=role))
+                      role=role, on_ready=ready if role.count == 1 else None))
         except StartupError as exc:
             print(f"pyproxy: {exc}", file=sys.stderr)
             logging.getLogger("pyproxy").error("startup failed: %s", exc)
@@ -217,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.workers > 1:
+            if ready is not None:  # before the workers fork (they must not hold the pipe)
+                ready()
             return supervise(args.workers, run_worker)
         return run_worker(SINGLE_PROCESS)
     finally:

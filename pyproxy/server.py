@@ -202,12 +202,16 @@ async def serve(
     stats: str | None = None,
     on_hangup: Callable[[], None] | None = None,
     role: Role = SINGLE_PROCESS,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``;
+    ``on_ready`` is called once every listener is bound (``pyproxy -d`` detaches then)."""
     loop = asyncio.get_running_loop()
     proxy = Proxy(config, role)
     await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
     await proxy.start()
+    if on_ready is not None:
+        on_ready()
     background = [loop.create_task(proxy.sample_rates())]
     if any(p.client_idle_timeout_ms for p in config.pools):
         background.append(loop.create_task(proxy.close_idle_clients()))

@@ -21,7 +21,7 @@ ALLOWED = {
     "proxy": {"protocol", "routing", "observe"},
     "watchdog": {"cluster"},
 }
-BASE = {"pyproxy", "pyproxy.address", "pyproxy.config"}
+BASE = {"pyproxy", "pyproxy.address", "pyproxy.config", "pyproxy.detach"}
 
 
 def module_name(path: Path) -> str:

@@ -113,3 +113,34 @@ def test_the_seeds_daemon_command_line(redis_factory: Any, tmp_path: Any) -> Non
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15, what="daemon exit")
     assert not pidfile.exists()  # removed on the way out
     assert "stopped" in log.read_text()
+
+
+def test_daemon_mode_reports_a_failed_start_and_waits_for_the_listener(
+        redis_factory: Any, tmp_path: Any) -> None:
+    """-d returns only once the proxy listens (the client can connect at once), and a start
+    that fails — here the port is taken — exits 3 with the reason, not 0."""
+    import subprocess
+    import sys
+
+    a, b = redis_factory(), redis_factory()
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    conf, log = tmp_path / "icd.yml", tmp_path / "proxy.log"
+    conf.write_text(pool_config(port, two_shards(a, b)))
+    command = [sys.executable, "-m", "pyproxy", "-c", str(conf), "-o", str(log), "-d"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    taken.close()
+    assert failed.returncode == 3, failed
+    assert f"cannot listen on 127.0.0.1:{port}" in failed.stderr
+    pidfile = tmp_path / "icd.pid"
+    started = subprocess.run([*command, "-p", str(pidfile)], capture_output=True, text=True,
+                             timeout=30)
+    assert started.returncode == 0, started
+    pid = int(pidfile.read_text())  # written before the command returned
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(100) == b"+PONG\r\n"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15, what="daemon exit")

@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .. import __version__, address, example_config
+from ..detach import detach
 from . import conf as confmod
 from .daemon import Daemon
 from .metrics import Metrics
@@ -159,37 +160,6 @@ def _reopen_logs() -> None:
                 handler.release()
 
 
-def _detach() -> Callable[[], None]:
-    """Go to the background; the caller's process stays until the daemon is ready.
-
-    Returns ``ready()``, which points the daemon's stdin, stdout and stderr at /dev/null and
-    lets the caller's process exit 0. A daemon that exits before calling it has said why on
-    stderr (still the caller's), and the caller's process exits 3."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    if os.fork() > 0:  # the command that was run: wait for the daemon's word
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            os._exit(0 if pipe.read() == b"ready" else 3)
-    os.close(read_end)
-    os.setsid()
-    if os.fork() > 0:  # the session leader leaves, so the daemon never gets a terminal
-        os._exit(0)
-
-    def ready() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-        os.write(write_end, b"ready")
-        os.close(write_end)
-
-    return ready
-
-
 def _write_pidfile(path: str) -> None:
     try:
         with open(path, "w") as f:
@@ -243,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             _fail(line, 2)
         return 2
-    ready = _detach() if args.daemon else None
+    ready = detach() if args.daemon else None
     metrics = Metrics()
     pidfile = None  # once written: removed whenever the watchdog exits
     logged = False  # the log is open: a startup failure is also written there
