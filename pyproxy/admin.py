@@ -62,8 +62,10 @@ def _zk_pool(loaded: configuration.Config, name: str | None) -> configuration.Po
     return pool
 
 
-def _connect(hosts: str) -> KazooClient:
-    zk = zkutil.make_client(hosts, 10.0)
+def _connect(pool: configuration.PoolConfig) -> KazooClient:
+    assert pool.zookeeper_host is not None
+    hosts = pool.zookeeper_host
+    zk = zkutil.make_client(hosts, 10.0, pool.zookeeper_auth)
     try:
         zk.start(timeout=ZK_CONNECT_TIMEOUT)
     except KazooTimeoutError:
@@ -77,7 +79,7 @@ def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
     """Create the layout; return what was done, one line each."""
     assert pool.zookeeper_host and pool.zookeeper_path and pool.zookeeper_redis_path
     done: list[str] = []
-    zk = _connect(pool.zookeeper_host)
+    zk = _connect(pool)
     try:
         proxies = pool.zookeeper_path.rsplit("/", 1)[0] or "/"
         cluster = pool.zookeeper_redis_path
@@ -143,7 +145,7 @@ def _redis_view(address: str) -> dict[str, Any]:
 
 def status(pool: configuration.PoolConfig) -> dict[str, Any]:
     assert pool.zookeeper_host and pool.zookeeper_path and pool.zookeeper_redis_path
-    zk = _connect(pool.zookeeper_host)
+    zk = _connect(pool)
     try:
         cluster = pool.zookeeper_redis_path
         shards = []

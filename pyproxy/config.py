@@ -88,6 +88,7 @@ class PoolConfig:
     zookeeper_path: str | None
     zookeeper_redis_path: str | None
     zookeeper_session_timeout_ms: int
+    zookeeper_auth: str | None  # USER:PASSWORD (digest): the nodes it creates are its own
     max_bulk_length: int
     max_multibulk_length: int
     client_idle_timeout_ms: int | None  # None = never
@@ -108,7 +109,7 @@ class PoolConfig:
 class Config:
     pools: tuple[PoolConfig, ...]
     path: str
-    digest: str  # sha256 hex of the file bytes
+    digest: str  # sha256 hex of the settings with every secret left out (``settings_digest``)
 
 
 # --- YAML -------------------------------------------------------------------------------------
@@ -231,6 +232,14 @@ def _typed(kind: type[_T], expected: str) -> Callable[[Any], _T]:
 
 _boolean = _typed(bool, "expected true or false")
 _string = _typed(str, "expected a non-empty string (quote it if YAML reads a number)")
+
+
+def _user_password(value: Any) -> str:
+    text = _string(value)
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise _Invalid("expected 'USER:PASSWORD' (ZooKeeper's digest scheme)")
+    return text
 
 
 def _hash_tag(value: Any) -> bytes:
@@ -415,7 +424,7 @@ _ZOOKEEPER_KEYS = ("zookeeper_host", "zookeeper_path", "zookeeper_redis_path")
 _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "preconnect",
          "redis", "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
-         "zookeeper_session_timeout", "max_bulk_length", "max_multibulk_length",
+         "zookeeper_session_timeout", "zookeeper_auth", "max_bulk_length", "max_multibulk_length",
          "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
          "pubsub_output_soft_limit", "pubsub_output_soft_seconds", "failover_hold")
 
@@ -516,6 +525,7 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any],
         modulus=modulus, servers=servers,
         zookeeper_host=zk_host, zookeeper_path=zk_path, zookeeper_redis_path=zk_cluster,
         zookeeper_session_timeout_ms=get("zookeeper_session_timeout", _milliseconds, 10000),
+        zookeeper_auth=get("zookeeper_auth", _user_password, None),
         max_bulk_length=get("max_bulk_length", _integer(1, "expected a positive integer "
                                                            "(bytes)"), 536870912),
         max_multibulk_length=get("max_multibulk_length", _positive, 1048576),
@@ -559,7 +569,19 @@ def _cross_pool(path: str, pools: list[PoolConfig]) -> list[str]:
     return problems
 
 
-def _parse(text: str, path: str, digest: str) -> Config:
+SECRETS = ("redis_auth", "zookeeper_auth")
+
+
+def settings_digest(pools: tuple[PoolConfig, ...]) -> str:
+    """What proxies publish to show whether they run the same settings: a hash of every
+    pool setting but the secrets (a hash of the file itself would let anyone who reads
+    ZooKeeper guess a short password offline)."""
+    shown = [{field: getattr(pool, field) for field in PoolConfig.__slots__
+              if field not in SECRETS} for pool in pools]
+    return hashlib.sha256(repr(shown).encode()).hexdigest()
+
+
+def _parse(text: str, path: str) -> Config:
     data = _yaml_load(text, path)
     if not isinstance(data, dict) or not data:
         shown = "an empty file" if data is None else _show(data)
@@ -581,12 +603,12 @@ def _parse(text: str, path: str, digest: str) -> Config:
     errors += _cross_pool(path, read)
     if errors:
         raise ConfigError(errors)
-    return Config(pools=tuple(pools), path=path, digest=digest)
+    return Config(pools=tuple(pools), path=path, digest=settings_digest(tuple(pools)))
 
 
 def parse(text: str, path: str = "<string>") -> Config:
     """Parse YAML text; raise ConfigError listing every problem, one line each."""
-    return _parse(text, path, hashlib.sha256(text.encode()).hexdigest())
+    return _parse(text, path)
 
 
 def load(path: str) -> Config:
@@ -600,4 +622,4 @@ def load(path: str) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 (bad byte at offset {exc.start})"]) from None
-    return _parse(text, path, hashlib.sha256(data).hexdigest())
+    return _parse(text, path)

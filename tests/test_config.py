@@ -58,7 +58,7 @@ def test_seed_file_loads_unchanged() -> None:
     path = str(CONF / "icd.yml")
     loaded = config.load(path)
     assert loaded.path == path
-    assert loaded.digest == hashlib.sha256((CONF / "icd.yml").read_bytes()).hexdigest()
+    assert loaded.digest == config.settings_digest(loaded.pools)
     (pool,) = loaded.pools
     assert (pool.name, pool.listen_host, pool.listen_port) == ("alpha", "172.17.32.105", 22121)
     assert (pool.timeout_ms, pool.server_retry_timeout_ms, pool.server_failure_limit) == (
@@ -120,10 +120,17 @@ def test_config_is_frozen() -> None:
         pool.timeout_ms = 5  # type: ignore[misc]
 
 
-def test_parse_digest_is_sha256_of_text() -> None:
-    text = pool_yaml()
-    assert config.parse(text).digest == hashlib.sha256(text.encode()).hexdigest()
-    assert config.parse(text).path == "<string>"
+def test_the_digest_follows_the_settings_but_not_the_secrets() -> None:
+    """Proxies publish it in ZooKeeper: it must tell settings apart, and give away nothing
+    of a password (a hash of the file would be guessed offline)."""
+    plain = config.parse(pool_yaml())
+    assert plain.path == "<string>" and len(plain.digest) == 64
+    assert config.parse(pool_yaml(timeout="250")).digest != plain.digest
+    secret = config.parse(pool_yaml(redis_auth="s3cret", zookeeper_auth=None))
+    other = config.parse(pool_yaml(redis_auth="hunter2"))
+    assert secret.digest == other.digest
+    for candidate in ("s3cret", "hunter2"):
+        assert hashlib.sha256(candidate.encode()).hexdigest() != secret.digest
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:

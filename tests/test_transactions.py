@@ -5,6 +5,7 @@ and redis-py's defaults (pipeline(), transaction() with WATCH, Lock)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -269,3 +270,36 @@ def test_a_watching_client_is_pinned_only_to_its_shard(cluster: Cluster) -> None
         assert conn.call("EXEC") == b"-ERR EXEC without MULTI\r\n"
         assert conn.call("UNWATCH") == b"+OK\r\n"
     assert slot(k) < 2048
+
+
+def test_functions_and_script_kill_reach_every_master(cluster: Cluster) -> None:
+    library = "#!lua name=pylib\nredis.register_function('hello', function() return 'hi' end)"
+    with cluster.raw() as conn:
+        assert conn.call("FUNCTION", "LOAD", library) == b"$5\r\npylib\r\n"
+        for server in (cluster.a, cluster.b):  # loaded on both masters
+            assert server.client().fcall("hello", 0) == b"hi"
+        assert conn.call("FCALL", "hello", "1", key_on(1, b"fn")) == b"$2\r\nhi\r\n"
+        assert conn.call("FUNCTION", "LIST").startswith(b"*1\r\n")
+        assert conn.call("SCRIPT", "KILL").startswith(b"-NOTBUSY")  # nothing runs anywhere
+        assert conn.call("FUNCTION", "KILL").startswith(b"-NOTBUSY")
+        assert conn.call("FUNCTION", "DELETE", "pylib") == b"+OK\r\n"
+        assert conn.call("FCALL", "hello", "0").startswith(b"-ERR Function not found")
+        assert conn.call("FUNCTION", "DUMP").startswith(b"-ERR pyproxy: 'FUNCTION' is not")
+
+
+def test_script_kill_stops_a_busy_script_on_its_shard(cluster: Cluster) -> None:
+    for server in (cluster.a, cluster.b):
+        server.client().config_set("busy-reply-threshold", 100)  # BUSY after 100 ms, not 5 s
+    key = key_on(0, b"busy")
+    with cluster.raw() as looping, cluster.raw() as admin:
+        looping.cmd("EVAL", "while true do end", "1", key)
+        deadline = time.monotonic() + DEADLINE
+        while True:  # once the script is busy, its shard answers BUSY and can be killed
+            reply = admin.call("SCRIPT", "KILL")
+            if reply == b"+OK\r\n":
+                break
+            assert reply.startswith((b"-NOTBUSY", b"-BUSY")), reply
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert b"killed by user" in looping.reply()
+        assert admin.call("SET", key, "free again") == b"+OK\r\n"

@@ -132,6 +132,7 @@ class Topology:
         self.loop = asyncio.get_running_loop()
         self.zk = zkutil.make_client(
             config.zookeeper_host, config.zookeeper_session_timeout_ms / 1000.0,
+            config.zookeeper_auth,
             command_retry=KazooRetry(**zkutil.COMMAND_RETRY),
         )
         self.zk.add_listener(self._on_state_threaded)

@@ -16,9 +16,9 @@ Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how i
                ``sum`` DBSIZE, ``concat`` KEYS, ``ok`` FLUSHDB/FLUSHALL, ``random`` RANDOMKEY,
                ``min`` LASTSAVE).
 * ``ANY``      no key and the same answer from any master (TIME): the first shard's.
-* ``SCAN``, ``INFO``, ``SCRIPT``, ``WAIT``: one strategy each (a cursor over every shard;
-               the shards' INFO combined with the proxy's own; SCRIPT on every master; WAIT on
-               the shards the client wrote to).
+* ``SCAN``, ``INFO``, ``SCRIPT``, ``FUNCTION``, ``WAIT``: one strategy each (a cursor over
+               every shard; the shards' INFO combined with the proxy's own; SCRIPT and FUNCTION
+               on every master; WAIT on the shards the client wrote to).
 * ``TRANSACTION``  MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 * ``BLOCKING`` BLPOP, BRPOP, BLMOVE, ... and XREAD/XREADGROUP: their keys on one shard; a
                blocking call waits on a pinned connection of its own (XREAD without BLOCK is
@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 (KEY, SAME, SPLIT, LOCAL, REFUSED, EVAL, EACH, ANY, SCAN, INFO, SCRIPT, WAIT, TRANSACTION,
- BLOCKING, SUBSCRIBE, PUBLISH, PUBSUB) = range(17)
+ BLOCKING, SUBSCRIBE, PUBLISH, PUBSUB, FUNCTION) = range(18)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +231,7 @@ _EACH = {
 # One strategy each: name -> (kind, arity).
 _OWN = {
     "time": (ANY, 1), "scan": (SCAN, -2), "info": (INFO, -1), "script": (SCRIPT, -2),
+    "function": (FUNCTION, -2),
     "wait": (WAIT, 3), "multi": (TRANSACTION, 1), "exec": (TRANSACTION, 1),
     "discard": (TRANSACTION, 1), "unwatch": (TRANSACTION, 1),
 }
@@ -247,7 +248,7 @@ _REFUSED = {
     _ADMIN: (
         "shutdown debug save bgsave bgrewriteaof slaveof replicaof failover sync "
         "psync replconf monitor module acl latency slowlog cluster readonly readwrite asking "
-        "role lolwut pfdebug pfselftest function"
+        "role lolwut pfdebug pfselftest"
     ),
     "connection state is the proxy's own": "reset",
 }

@@ -36,6 +36,7 @@ from ..protocol.commands import (
     COMMANDS,
     EACH,
     EVAL,
+    FUNCTION,
     INFO,
     KEY,
     LOCAL,
@@ -59,7 +60,7 @@ from .info import Info, OpsRate
 from .keyspace import Any, Each, Scan, Wait
 from .pubsub import Hub, PubSub, PubSubInfo
 from .replies import Owner, Reply
-from .scripts import ScriptCache, ScriptCall, Scripts
+from .scripts import Functions, ScriptCache, ScriptCall, Scripts
 from .session import Session
 from .strategies import Forward, Local, Refused, SameShard, Split
 from .transaction import TransactionControl
@@ -81,7 +82,8 @@ def strategies_for(commands: Iterable[Command], scripts: ScriptCache, rate: OpsR
     forward = Forward()
     by_kind: dict[int, Strategy] = {
         KEY: forward, SAME: SameShard(), LOCAL: Local(), REFUSED: Refused(),
-        EVAL: ScriptCall(scripts), SCRIPT: Scripts(scripts), ANY: Any(), SCAN: Scan(),
+        EVAL: ScriptCall(scripts), SCRIPT: Scripts(scripts), FUNCTION: Functions(),
+        ANY: Any(), SCAN: Scan(),
         WAIT: Wait(), INFO: Info(rate), TRANSACTION: TransactionControl(),
         BLOCKING: Blocking(), SUBSCRIBE: PubSub(hub), PUBLISH: forward, PUBSUB: PubSubInfo(),
     }

@@ -14,6 +14,7 @@ pool), in Redis's format.
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 from .. import __version__
@@ -94,7 +95,7 @@ def _auth(session: Session, context: Context, args: list[bytes]) -> bytes:
         if len(args) == 2:
             return NOPASSWORD
         return resp.OK if user == b"default" else WRONGPASS
-    if user == b"default" and args[-1] == password.encode():
+    if user == b"default" and hmac.compare_digest(args[-1], password.encode()):
         session.authenticated = True
         return resp.OK
     return WRONGPASS

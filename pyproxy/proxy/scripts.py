@@ -2,8 +2,9 @@
 
 * ``SCRIPT LOAD`` goes to every master; every one must answer the same sha (any error is the
   reply). ``SCRIPT FLUSH`` goes to every master (+OK when all did), ``SCRIPT EXISTS`` answers
-  1 for a sha only when every master has it, ``SCRIPT KILL`` stops the script where one is
-  busy (+OK if any shard killed one, else the shards' NOTBUSY).
+  1 for a sha only when every master has it, ``SCRIPT KILL`` (and ``FUNCTION KILL``) stops the
+  script where one is busy (+OK if any shard killed one, else the shards' NOTBUSY), sent on a
+  pinned connection of its own per shard — the shared one may be the busy script's.
 * The proxy remembers the bodies it has seen (SCRIPT LOAD, EVAL, EVAL_RO) by sha, in a bounded
   ``ScriptCache``. When EVALSHA/EVALSHA_RO meets ``-NOSCRIPT`` — the shard's master changed or
   restarted and lost its script cache — and the body is known, the proxy sends ``SCRIPT LOAD``
@@ -27,8 +28,8 @@ from . import errors, fanout
 from .dispatch import Context, Strategy
 from .errors import Unroutable
 from .keyspace import to_shards
-from .replies import Reply, Swallow
-from .session import Session
+from .replies import Reply, Swallow, Waiter
+from .session import Pinned, Session
 from .strategies import SameShard, first_shard
 
 MAX_SCRIPTS = 1024
@@ -87,7 +88,7 @@ class Scripts(Strategy):
         elif sub == b"exists" and len(args) >= 3:
             to_shards(shards, session, frame, reply, fanout.MERGES["all"], readonly=True)
         elif sub == b"kill" and len(args) == 2:
-            to_shards(shards, session, frame, reply, fanout.MERGES["any_ok"])
+            kill_everywhere(ctx, session, frame, reply)
         elif sub == b"help":
             first_shard(ctx).send(frame, reply, session)
         elif sub in (b"load", b"flush", b"exists", b"kill"):
@@ -97,6 +98,58 @@ class Scripts(Strategy):
             ctx.stats.refused += 1
             reply.settle(errors.refused(command, "only SCRIPT LOAD, FLUSH, EXISTS, KILL and "
                                                  "HELP are served through the proxy"))
+
+
+def kill_everywhere(ctx: Context, session: Session, frame: bytes, reply: Reply) -> None:
+    """SCRIPT KILL / FUNCTION KILL to every master, each on a connection of its own: on the
+    shared one it would wait behind the busy script it is meant to stop."""
+    shards = ctx.pool.routes.shards
+    fan = fanout.FanOut(reply, fanout.MERGES["any_ok"], [[] for _ in shards])
+    for index, route in enumerate(shards):
+        try:
+            pin = route.pin(session, reset=[])
+        except Unroutable as refusal:
+            fan.part(index).settle(refusal.reply)
+            continue
+        pin.send(frame, _Released(pin, fan.part(index)))
+
+
+class _Released:
+    """Hands the reply on, then gives the pinned connection back."""
+
+    __slots__ = ("pin", "waiter")
+
+    def __init__(self, pin: Pinned, waiter: Waiter):
+        self.pin = pin
+        self.waiter = waiter
+
+    def settle(self, raw: bytes) -> None:
+        self.pin.release()
+        self.waiter.settle(raw)
+
+
+class Functions(Strategy):
+    """FUNCTION LOAD | DELETE | FLUSH on every master (all must agree), KILL where one runs,
+    LIST from the first shard (every master has the same libraries when they were loaded
+    through the proxy)."""
+
+    MERGE = {b"load": "same", b"delete": "ok", b"flush": "ok"}
+
+    def run(self, ctx: Context, session: Session, command: Command, args: list[bytes],
+            reply: Reply) -> None:
+        sub = args[1].lower()
+        frame = encode_command(args)
+        merge = self.MERGE.get(sub)
+        if sub == b"kill":
+            kill_everywhere(ctx, session, frame, reply)
+        elif merge is not None:
+            to_shards(ctx.pool.routes.shards, session, frame, reply, fanout.MERGES[merge])
+        elif sub in (b"list", b"help"):
+            first_shard(ctx).send(frame, reply, session, readonly=True)
+        else:
+            ctx.stats.refused += 1
+            reply.settle(errors.refused(command, "only FUNCTION LOAD, DELETE, FLUSH, KILL, LIST "
+                                                 "and HELP are served through the proxy"))
 
 
 class ScriptCall(SameShard):

@@ -170,7 +170,7 @@ def _write_pidfile(path: str) -> None:
 
 def _wait_for_redis(redis: str, conf: confmod.Conf) -> None:
     """Return once the redis answers a health check, waiting up to ``redisStartTimeout``."""
-    conn = Conn(redis, max(conf.probe_timeout, STARTUP_TIMEOUT))
+    conn = Conn(redis, max(conf.probe_timeout, STARTUP_TIMEOUT), conf.redis_password)
     started = time.monotonic()
     deadline = started + conf.redis_start_timeout
     waited = False

@@ -18,6 +18,11 @@ healthCheckTimeout     250       ms a health check (PING + ROLE) may take before
 healthCheckFailures    3         consecutive failed checks before the redis counts as down
 redisStartTimeout      60000     ms the watchdog waits at start for its redis to answer
                                  (0: not at all; exit 3 if the first check fails)
+zkAuth                 none      ``USER:PASSWORD``: ZooKeeper digest auth; the watchdog's
+                                 nodes can then be changed by that identity only
+redisPassword          none      the password of the redis it guards (and of the shard's other
+                                 redis, which it fences and repoints); they need
+                                 ``masterauth`` set to replicate from each other
 =====================  ========  ==========================================================
 
 Invariants: every problem in the file is found and raised at once, as one ``ConfError``
@@ -59,6 +64,8 @@ class Conf:
     health_timeout_ms: int = 250
     health_failures: int = 3
     redis_start_timeout_ms: int = 60000
+    zk_auth: str | None = None
+    redis_password: str | None = None
 
     @property
     def session_timeout(self) -> float:
@@ -107,6 +114,19 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _user_password(text: str) -> str:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("expected USER:PASSWORD")
+    return text
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise ValueError("expected a non-empty value")
+    return text
+
+
 # conf key -> (Conf field, parser). One table: the parser, the error text and the docs agree.
 KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "zkServersList": ("zk_servers", _zk_servers),
@@ -117,6 +137,8 @@ KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "healthCheckTimeout": ("health_timeout_ms", _int_range(10, 600_000)),
     "healthCheckFailures": ("health_failures", _int_range(1, 1000)),
     "redisStartTimeout": ("redis_start_timeout_ms", _int_range(0, 3_600_000)),
+    "zkAuth": ("zk_auth", _user_password),
+    "redisPassword": ("redis_password", _non_empty),
 }
 
 

@@ -168,8 +168,9 @@ class Daemon:
         self.lease_ms = 3 * conf.zk_session_timeout_ms
         self.metrics = metrics or Metrics()
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.redis = Conn(me, conf.probe_timeout)
-        self.zk = Registrar(conf.zk_servers, conf.session_timeout, shard, me, self.post_event)
+        self.redis = Conn(me, conf.probe_timeout, conf.redis_password)
+        self.zk = Registrar(conf.zk_servers, conf.session_timeout, shard, me, self.post_event,
+                            conf.zk_auth)
         # what decide() sees
         self.health: Health | None = None
         self.last_role: str | None = None
@@ -422,7 +423,7 @@ class Daemon:
     def _fence_previous(self, previous: str) -> bool | None:
         """Pause writes on the master we followed. True: it answered; False: it did not (the
         commands wait in its socket); None: unreachable, nothing sent."""
-        conn = Conn(previous, self.conf.probe_timeout)
+        conn = Conn(previous, self.conf.probe_timeout, self.conf.redis_password)
         try:
             _, role_reply = conn.pipeline(("CLIENT", "PAUSE", self.lease_ms, "WRITE"), ("ROLE",))
             role, _, offset = parse_role(role_reply)
@@ -460,7 +461,7 @@ class Daemon:
     def _demote(self, previous: str, answered: bool) -> None:
         host, port = address.parse(self.me)
         commands = (("REPLICAOF", host, port), ("CLIENT", "UNPAUSE"))
-        conn = Conn(previous, self.conf.probe_timeout)
+        conn = Conn(previous, self.conf.probe_timeout, self.conf.redis_password)
         try:
             if answered:
                 conn.pipeline(*commands)

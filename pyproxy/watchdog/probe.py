@@ -57,8 +57,9 @@ def encode(command: Command) -> bytes:
 class Conn:
     """One connection to ``host:port``, reconnected on demand."""
 
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(self, address: str, timeout: float, password: str | None = None) -> None:
         self.address = address
+        self.password = password  # AUTH first on every new connection
         self.host, self.port = addresses.parse(address)
         self.timeout = timeout
         self.run_id: str | None = None
@@ -82,12 +83,18 @@ class Conn:
             self._sock = sock
         return self._sock
 
+    def _auth(self, fresh: bool) -> list[Command]:
+        """AUTH in front of the first commands of a new connection (when there is a password):
+        sent in the same write, so a fence still reaches a hung redis's socket at once."""
+        return [("AUTH", self.password)] if fresh and self.password is not None else []
+
     def post(self, *commands: Command) -> None:
         """Send without waiting for replies; the connection is then closed (unread replies
         would desynchronise it)."""
         deadline = time.monotonic() + self.timeout
         try:
-            self._send(self._connect(deadline), deadline, commands)
+            fresh = self._sock is None
+            self._send(self._connect(deadline), deadline, [*self._auth(fresh), *commands])
         finally:
             self.close()
 
@@ -95,10 +102,13 @@ class Conn:
         """Send ``commands`` in one write and return their replies, in order."""
         deadline = time.monotonic() + self.timeout
         try:
+            auth = self._auth(self._sock is None)
             sock = self._connect(deadline)
             if self.run_id is None:
                 commands = (("INFO", "server"), *commands)
-            self._send(sock, deadline, commands)
+            self._send(sock, deadline, [*auth, *commands])
+            if auth and isinstance(reply := self._read(sock, deadline), hiredis.ReplyError):
+                raise ReplyError(f"{self.address}: AUTH refused: {reply}")
             replies = [self._read(sock, deadline) for _ in commands]
         except (OSError, RedisError, hiredis.ProtocolError) as exc:
             self.close()

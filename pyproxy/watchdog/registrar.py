@@ -47,12 +47,12 @@ class MissingShard(ZkError):
 
 class Registrar:
     def __init__(self, hosts: str, session_timeout: float, shard: str, me: str,
-                 on_event: Callable[[str, Any], None]) -> None:
+                 on_event: Callable[[str, Any], None], auth: str | None = None) -> None:
         self.shard = shard
         self.me = me
         self.op_timeout = session_timeout / 6
         self._on_event = on_event
-        self.zk = zkutil.make_client(hosts, session_timeout)
+        self.zk = zkutil.make_client(hosts, session_timeout, auth)
         self.zk.add_listener(self._on_state)
 
     # -- kazoo threads: enqueue only
