@@ -98,6 +98,10 @@ class PoolConfig:
     pubsub_output_limit: int  # bytes of unread pub/sub output before a client is cut off
     pubsub_output_soft_limit: int  # ... or this many for pubsub_output_soft_seconds
     pubsub_output_soft_seconds: int
+    client_output_limit: int  # the same for ordinary replies
+    client_output_soft_limit: int
+    client_output_soft_seconds: int
+    proxy_memory_limit: int  # reply bytes held for all clients before new requests get -OOM
     failover_hold_ms: int  # hold a shard's requests this long while it has no usable master
 
     @property
@@ -426,7 +430,9 @@ _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "pr
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
          "zookeeper_session_timeout", "zookeeper_auth", "max_bulk_length", "max_multibulk_length",
          "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
-         "pubsub_output_soft_limit", "pubsub_output_soft_seconds", "failover_hold")
+         "pubsub_output_soft_limit", "pubsub_output_soft_seconds", "failover_hold",
+         "client_output_limit", "client_output_soft_limit", "client_output_soft_seconds",
+         "proxy_memory_limit")
 
 
 class _PoolReader:
@@ -536,6 +542,11 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any],
         pubsub_output_soft_limit=get("pubsub_output_soft_limit", _bytes, 8 * 1024 * 1024),
         pubsub_output_soft_seconds=get("pubsub_output_soft_seconds", _integer(
             0, "expected an integer >= 0 (seconds)"), 60),
+        client_output_limit=get("client_output_limit", _bytes, 256 * 1024 * 1024),
+        client_output_soft_limit=get("client_output_soft_limit", _bytes, 0),
+        client_output_soft_seconds=get("client_output_soft_seconds", _integer(
+            0, "expected an integer >= 0 (seconds)"), 0),
+        proxy_memory_limit=get("proxy_memory_limit", _bytes, 1024 * 1024 * 1024),
         failover_hold_ms=get("failover_hold", _integer(0, "expected an integer >= 0 "
                                                           "(milliseconds; 0 = do not hold)"),
                              FAILOVER_HOLD_MS if zk_host else 0),

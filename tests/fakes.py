@@ -21,6 +21,7 @@ from pyproxy import config
 from pyproxy.observe.snapshot import ProxySnapshot
 from pyproxy.observe.stats import PoolStats
 from pyproxy.proxy.execute import Executor
+from pyproxy.proxy.flow import MemoryBudget
 from pyproxy.proxy.replies import Flusher, Reply
 from pyproxy.proxy.session import Session
 from pyproxy.routing import table as routing
@@ -88,6 +89,7 @@ class FakePool:
         self.routes = Routes(table, self.endpoints, self.config.hash_tag)
         self.clients: set[Any] = set()
         self.on_routes: list[Any] = []
+        self.budget = MemoryBudget(self.config.proxy_memory_limit)
 
 
 class FakeClient:
@@ -97,6 +99,7 @@ class FakeClient:
         self.queue: deque[Reply] = deque()
         self.session = Session(7, "127.0.0.1:50000", authenticated=not pool.config.redis_auth)
         self.dirty = False
+        self.held = 0
         self.flusher = Flusher()  # no scheduler: flush() writes nothing here
         self.written: list[bytes] = []
 
@@ -128,6 +131,12 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.closed = True
 
     def pause_reading(self) -> None:
         assert self.reading, "paused twice"

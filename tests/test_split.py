@@ -94,6 +94,7 @@ class Owner:
     def __init__(self) -> None:
         self.dirty = False
         self.flushes = 0
+        self.held = 0
         self.flusher = FLUSHER
 
     def flush(self) -> None:

@@ -39,7 +39,8 @@ _ids = itertools.count(1)
 
 class Client(asyncio.Protocol):
     __slots__ = ("pool", "executor", "flusher", "transport", "parser", "queue", "dirty",
-                 "flow", "session", "clock", "laddr", "fd", "push_limit")
+                 "flow", "session", "clock", "laddr", "fd", "push_limit", "output_limit", "held",
+                 "budget")
 
     def __init__(self, pool: Pool, executor: Executor, flusher: Flusher):
         self.pool = pool
@@ -57,6 +58,11 @@ class Client(asyncio.Protocol):
         self.push_limit = OutputLimit(config.pubsub_output_limit,
                                       config.pubsub_output_soft_limit,
                                       config.pubsub_output_soft_seconds)
+        self.output_limit = OutputLimit(config.client_output_limit,
+                                        config.client_output_soft_limit,
+                                        config.client_output_soft_seconds)
+        self.held = 0  # settled replies not yet written, in bytes
+        self.budget = pool.budget
         self.laddr = ""
         self.fd = -1
 
@@ -79,6 +85,8 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.queue.clear()
+        self.held = 0
+        self.budget.report(self.session.id, 0)
         self.session.end()
         self.pool.clients.discard(self)
         self.pool.stats.client_eof += 1
@@ -88,8 +96,11 @@ class Client(asyncio.Protocol):
             self.flow.write_paused(len(self.queue))
 
     def resume_writing(self) -> None:
+        """The client read most of what it had: its share of the budget shrinks now."""
         if self.flow is not None:
             self.flow.write_resumed(len(self.queue))
+        if self.transport is not None:
+            self.budget.report(self.session.id, self.transport.get_write_buffer_size() + self.held)
 
     def idle_for(self, now: float) -> float:
         """Seconds since the last read, or 0 while a reply is still owed to the client."""
@@ -107,11 +118,19 @@ class Client(asyncio.Protocol):
             return
         transport.write(raw)
         self.pool.stats.response_bytes += len(raw)
-        if self.push_limit.exceeded(transport.get_write_buffer_size(), self.clock()):
-            log.warning("client %s: %d bytes of pub/sub output unread: over its limit, "
-                        "disconnected", self.session.peer, transport.get_write_buffer_size())
-            self.pool.stats.client_err += 1
-            transport.abort()
+        self._account(transport, self.push_limit, "pub/sub output")
+
+    def _account(self, transport: asyncio.Transport, limit: OutputLimit, what: str) -> bool:
+        """Report what the client holds to the budget; past ``limit`` disconnect it (True)."""
+        size = transport.get_write_buffer_size() + self.held
+        self.budget.report(self.session.id, size)
+        if not limit.exceeded(size, self.clock()):
+            return False
+        log.warning("client %s: %d bytes of %s unread: over its limit, disconnected",
+                    self.session.peer, size, what)
+        self.pool.stats.client_err += 1
+        transport.abort()
+        return True
 
     def snapshot(self, now: float) -> ClientSnapshot:
         session, mode = self.session, self.session.mode
@@ -124,7 +143,7 @@ class Client(asyncio.Protocol):
             age=int(now - session.created), idle=int(now - session.last_active),
             flags=flags, sub=sub, psub=psub, ssub=ssub,
             multi=mode.queued() if mode is not None else -1, qbuf=self.parser.pending_bytes,
-            omem=transport.get_write_buffer_size() if transport is not None else 0,
+            omem=(transport.get_write_buffer_size() if transport is not None else 0) + self.held,
             cmd=session.last_command, resp=3 if session.resp3 else 2,
             lib_name=session.lib_name, lib_ver=session.lib_ver,
         )
@@ -183,7 +202,10 @@ class Client(asyncio.Protocol):
                 parts.append(raw)
             out = parts[0] if len(parts) == 1 else b"".join(parts)
             stats.response_bytes += len(out)
+            self.held -= len(out)
             transport.write(out)
+        if self._account(transport, self.output_limit, "output"):
+            return
         if self.flow is not None:
             self.flow.check(len(queue))
         if self.session.closing and not queue:

@@ -87,6 +87,9 @@ def no_pinned_connection(shard: str, limit: int) -> bytes:
                       f"commands (pinned_connections: {limit} in use); try again later")
 
 
+OUT_OF_MEMORY = resp.error("OOM pyproxy: its clients hold more unread replies than "
+                           "proxy_memory_limit allows; try again once they read")
+
 # Transactions: Redis's texts.
 QUEUED = b"+QUEUED\r\n"
 EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"

@@ -101,13 +101,15 @@ class Executor:
     """Serves one pool's commands (the ``dispatch.Context`` of its strategies); ``snapshot``
     gives them the proxy's view."""
 
-    __slots__ = ("pool", "stats", "config", "snapshot", "strategies", "scripts", "rate", "hub")
+    __slots__ = ("pool", "stats", "config", "snapshot", "strategies", "scripts", "rate", "hub",
+                 "budget")
 
     def __init__(self, pool: Pool, snapshot: Callable[[], ProxySnapshot]):
         self.pool = pool
         self.stats = pool.stats
         self.config: PoolConfig = pool.config
         self.snapshot = snapshot
+        self.budget = pool.budget
         self.scripts = ScriptCache()
         self.rate = OpsRate()
         self.hub = Hub(pool)
@@ -151,6 +153,10 @@ class Executor:
             return
         if not session.authenticated and command.name not in local.BEFORE_AUTH:
             reply.settle(local.NOAUTH)
+            return
+        if self.budget.exceeded and command.kind != LOCAL:
+            stats.refused += 1
+            reply.settle(errors.OUT_OF_MEMORY)
             return
         self.dispatch(session, command, args, reply)
 

@@ -17,9 +17,10 @@ client stays bounded by these marks.
 ``check`` is called after every read and every flush; it costs one comparison when nothing
 changes. Pure: talks to the transport only through ``pause_reading``/``resume_reading``.
 
-``OutputLimit`` is the other bound: output the proxy writes at its own pace (pub/sub messages)
-cannot be paused at the source, so a client that does not read them is disconnected past its
-limit, as Redis does.
+``OutputLimit`` and ``MemoryBudget`` are the bounds in bytes: a client whose unread output
+(replies, or pub/sub messages, which cannot be paused at the source) passes its limit is
+disconnected, as Redis does; past the proxy-wide cap new requests are refused with ``-OOM``
+until clients read.
 """
 
 from __future__ import annotations
@@ -85,3 +86,32 @@ class OutputLimit:
             return now - self.over_since > self.soft_seconds
         self.over_since = None
         return False
+
+
+class MemoryBudget:
+    """The proxy-wide cap on reply bytes held for clients (``proxy_memory_limit``; 0 = none).
+
+    Each client reports what it holds now (its transport's write buffer plus settled replies
+    not yet written) after every write; past the cap new requests get ``-OOM`` until the
+    clients have read enough.
+    """
+
+    __slots__ = ("limit", "used", "held_by")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.held_by: dict[int, int] = {}  # client id -> what it reported last
+
+    def report(self, client_id: int, size: int) -> None:
+        before = self.held_by.get(client_id, 0)
+        if size != before:
+            self.used += size - before
+            if size:
+                self.held_by[client_id] = size
+            else:
+                self.held_by.pop(client_id, None)
+
+    @property
+    def exceeded(self) -> bool:
+        return bool(self.limit) and self.used > self.limit

@@ -24,6 +24,7 @@ from ..routing.table import RoutingTable
 from . import errors
 from .backend import Backend, Connection
 from .errors import Unroutable
+from .flow import MemoryBudget
 from .hold import Block, Gate, HoldStats
 from .replies import Waiter
 from .session import Session
@@ -156,6 +157,7 @@ class Pool:
         self.clients: set[Member] = set()
         self.on_routes: list[Callable[[Routes[ShardRoute]], None]] = []  # told of every swap
         self.hold = HoldStats()
+        self.budget = MemoryBudget(config.proxy_memory_limit)  # reply bytes its clients hold
         self.gates: dict[str, Gate] = {}  # by shard name, when failover_hold is set
         self.by_name: dict[str, ShardRoute] = {}
         self.routes: Routes[ShardRoute] = self._routes(table, {})

@@ -34,6 +34,7 @@ class Owner(Protocol):
 
     dirty: bool
     flusher: Flusher
+    held: int  # bytes of settled replies not yet written (flow control, output limits)
 
     def flush(self) -> None: ...
 
@@ -81,6 +82,7 @@ class Reply:
         if self.raw is None:
             self.raw = raw
             owner = self.owner
+            owner.held += len(raw)
             if not owner.dirty:
                 owner.dirty = True
                 owner.flusher.mark(owner)

@@ -1,0 +1,76 @@
+"""Memory per client and per pool is bounded in bytes, against real redis-servers: a client
+that pipelines 2,000 GETs of a 1 MB value without reading is disconnected past
+``client_output_limit`` with the proxy's RSS growing by about that much at most, and past
+``proxy_memory_limit`` new requests get -OOM until the clients read."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from tests.servers import free_port
+from tests.test_proxy import Raw, key_on, pool_yaml
+
+MB = 1024 * 1024
+DEADLINE = 30.0  # generous: 2 GB flow through the proxy on a shared 2-core machine
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def start(redis_factory: Any, proxy_factory: Any, **settings: Any) -> tuple[Any, Any]:
+    a, b = redis_factory(), redis_factory()
+    servers = [f"{a.address}:0-2047", f"{b.address}:2048-4095"]
+    proxy = proxy_factory(lambda: pool_yaml(free_port(), servers, timeout=5000, **settings))
+    big = key_on(0, b"big")
+    a.client().set(big, b"x" * MB)
+    return proxy, big
+
+
+def test_a_client_that_does_not_read_is_cut_off_with_rss_bounded(redis_factory: Any,
+                                                                 proxy_factory: Any) -> None:
+    limit = 32 * MB
+    proxy, big = start(redis_factory, proxy_factory, client_output_limit=limit)
+    before = rss(proxy.pid)
+    greedy = socket.socket()
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    greedy.connect(("127.0.0.1", proxy.port))
+    greedy.sendall(b"GET %s\r\n" % big * 2000)  # 2 GB of replies, never read
+    with Raw("127.0.0.1", proxy.port) as other:
+        deadline = time.monotonic() + DEADLINE
+        while "output unread: over its limit" not in proxy.log_text():
+            assert other.call("PING") == b"+PONG\r\n"  # everyone else is served meanwhile
+            assert time.monotonic() < deadline, "the greedy client was not cut off"
+            time.sleep(0.05)
+        peak = rss(proxy.pid)
+        assert other.call("GET", key_on(1, b"small")) == b"$-1\r\n"
+    greedy.close()
+    grown = peak - before
+    print(f"MEMORY-BOUND rss {before // MB} MiB -> {peak // MB} MiB (limit {limit // MB} MiB)")
+    assert grown < limit + 48 * MB, grown  # the limit plus a margin (kernel buffers, parsing)
+
+
+def test_past_the_pool_budget_new_requests_get_oom(redis_factory: Any,
+                                                   proxy_factory: Any) -> None:
+    proxy, big = start(redis_factory, proxy_factory, client_output_limit=0,
+                       proxy_memory_limit=8 * MB)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", proxy.port))
+    reader.sendall(b"GET %s\r\n" % big * 40)  # 40 MB held for a client not reading (yet)
+    with Raw("127.0.0.1", proxy.port) as other:
+        deadline = time.monotonic() + DEADLINE
+        while (reply := other.call("GET", key_on(1, b"oom"))) == b"$-1\r\n":
+            assert time.monotonic() < deadline, "the budget never filled"
+            time.sleep(0.05)
+        assert reply.startswith(b"-OOM pyproxy: "), reply
+        assert other.call("PING") == b"+PONG\r\n"  # answered by the proxy: still fine
+        got = 0
+        reader.settimeout(DEADLINE)
+        while got < 40 * (MB + 12):  # "$1048576\r\n" + the value + "\r\n", 40 times
+            got += len(reader.recv(4 * MB))
+        assert other.call("GET", key_on(1, b"oom")) == b"$-1\r\n"
+    reader.close()
