@@ -29,7 +29,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from . import config as configuration
 from .cluster import zk as zkutil
 from .cluster import zkschema
-from .routing.hashing import slot_of
+from .routing.hashing import make_slotter
+from .routing.routes import Routes
+from .server import static_table
 from .watchdog.probe import Conn, RedisError, parse_role
 
 ZK_CONNECT_TIMEOUT = 5.0
@@ -172,8 +174,15 @@ def status(pool: configuration.PoolConfig) -> dict[str, Any]:
 
 
 def slot(pool: configuration.PoolConfig, key: bytes) -> dict[str, Any]:
-    number = slot_of(key, pool.hash_tag, pool.modulus)
+    """Where ``key`` lives; under ketama or random there are no slots (``slot`` is None)."""
+    number = make_slotter(pool.hash_tag, pool.modulus, pool.hash)(key)
     result: dict[str, Any] = {"key": key.decode(errors="replace"), "slot": number}
+    if pool.distribution != "modula":
+        server = Routes(static_table(pool), pool.servers, pool.hash_tag).locate(key)
+        anywhere = pool.distribution == "random"  # a server picked per request
+        result.update(slot=None, shard="any (random)" if anywhere else server.name,
+                      master="any" if anywhere else server.address, source="config")
+        return result
     if pool.uses_zookeeper:
         view = status(pool)
         for shard in view["shards"]:
