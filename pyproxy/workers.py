@@ -8,9 +8,9 @@ proxy appears in ZooKeeper once, as a whole. Metrics and stats ports are per wor
 i serves on the configured port + i.
 
 The supervisor (the parent) forks the workers before any event loop or thread exists,
-forwards SIGTERM/SIGINT/SIGHUP to them, restarts a worker that dies unexpectedly (at most
-once a second per worker), and exits when all workers have exited after a stop signal —
-0 if every worker exited 0.
+forwards SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU to them, restarts a worker that dies
+unexpectedly (at most once a second per worker), and exits when all workers have exited
+after a stop signal — 0 if every worker exited 0.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
         if pid == 0:  # the worker
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            for sig in (signal.SIGTTIN, signal.SIGTTOU):  # until its loop handles them
+                signal.signal(sig, signal.SIG_IGN)
             code = 1
             try:
                 code = run_worker(role)
@@ -81,7 +83,7 @@ def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
             except ProcessLookupError:
                 pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, forward)
     for index in range(count):
         spawn(Role(index, count))
