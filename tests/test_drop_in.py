@@ -170,7 +170,8 @@ def test_client_connections_limits_the_pools_clients(redis_factory: Any,
         sock.sendall(b"PING\r\n")
         assert sock.recv(100) == b"+PONG\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
-        third.sendall(b"PING\r\n")
+        # told at once, without asking (as by redis-server: a request sent first may meet a
+        # reset, the proxy closing with it unread)
         assert read_to_eof(third) == b"-ERR max number of clients reached\r\n"
     first.close()
 
