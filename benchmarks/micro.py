@@ -91,6 +91,39 @@ def slot_10_keys() -> Callable[[], object]:
     return run
 
 
+def _hash_10_keys(name: str) -> Callable[[], Callable[[], object]]:
+    """nutcracker hash ``name`` over ten 16-byte keys (the unit is one key)."""
+    def make() -> Callable[[], object]:
+        function = hashing.HASHES[name]
+        keys = _keys(10)
+
+        def run() -> object:
+            for k in keys:
+                function(k)
+            return None
+
+        return run
+
+    return make
+
+
+def route_get_ketama() -> Callable[[], object]:
+    """Command lookup + key -> fnv1a_64 -> ketama ring -> endpoint (twemproxy's defaults)."""
+    table = routing.build(
+        [routing.Shard(f"127.0.0.1:{6379 + i}", i, i, f"127.0.0.1:{6379 + i}") for i in range(4)],
+        4, hash="fnv1a_64", distribution="ketama")
+    routes = Routes(table, [shard.name for shard in table.shards], None)
+    lookup = commands.lookup
+    args = [b"GET", _keys(1)[0]]
+
+    def run() -> object:
+        cmd = lookup(args[0])
+        assert cmd is not None
+        return routes.locate(args[1])
+
+    return run
+
+
 def _table() -> routing.RoutingTable:
     return routing.build(
         [routing.Shard("redis-0000", 0, 2047, "127.0.0.1:6379"),
@@ -227,6 +260,8 @@ CASES: tuple[Case, ...] = (
     Case("slot_1_key", 1, "key", slot_1_key),
     Case("slot_10_keys", 10, "key", slot_10_keys),
     Case("route_get", 1, "cmd", route_get),
+    Case("route_get_ketama", 1, "cmd", route_get_ketama),
+    *(Case(f"hash_{name}", 10, "key", _hash_10_keys(name)) for name in hashing.HASHES),
     Case("split_plan_mget_10", 1, "cmd", split_plan_mget_10),
     Case("merge_mget_10", 1, "cmd", merge_mget_10),
     Case("split_merge_mget_10", 1, "cmd", split_merge_mget_10),

@@ -31,7 +31,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from . import config as configuration
 from .cluster import zk as zkutil
 from .cluster import zkschema
-from .routing.hashing import slot_of
+from .routing.hashing import make_slotter
+from .routing.routes import Routes
+from .server import static_table
 from .watchdog.probe import Conn, RedisError, parse_role
 
 ZK_CONNECT_TIMEOUT = 5.0
@@ -186,9 +188,16 @@ def status(pool: configuration.PoolConfig) -> dict[str, Any]:
 
 def slot(pool: configuration.PoolConfig, key: bytes, offline: bool = False) -> dict[str, Any]:
     """The key's slot, and its shard and master as ZooKeeper has them, else as configured
-    (``source`` says which; ``note`` why ZooKeeper was not asked or did not answer)."""
-    number = slot_of(key, pool.hash_tag, pool.modulus)
+    (``source`` says which; ``note`` why ZooKeeper was not asked or did not answer). Under
+    ketama or random there are no slots (``slot`` is None)."""
+    number = make_slotter(pool.hash_tag, pool.modulus, pool.hash)(key)
     result: dict[str, Any] = {"key": key.decode(errors="replace"), "slot": number}
+    if pool.distribution != "modula":
+        server = Routes(static_table(pool), pool.servers, pool.hash_tag).locate(key)
+        anywhere = pool.distribution == "random"  # a server picked per request
+        result.update(slot=None, shard="any (random)" if anywhere else server.name,
+                      master="any" if anywhere else server.address, source="config")
+        return result
     if pool.uses_zookeeper and offline:
         result["note"] = "ZooKeeper not asked (--offline)"
     elif pool.uses_zookeeper:

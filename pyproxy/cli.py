@@ -13,8 +13,9 @@ import logging
 import logging.handlers
 import os
 import resource
+import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import __version__, address, config, example_config
@@ -25,9 +26,9 @@ from .workers import SINGLE_PROCESS, Role, supervise
 DESCRIPTION = """\
 pyproxy: a Redis sharding proxy (a twemproxy replacement) with ZooKeeper failover.
 
-Keys are hashed with md5 into 4096 slots and sent to the shard whose slot range covers
-them, exactly as nutcracker's `hash: md5` + `distribution: modula` places them. With the
-zookeeper_* pool keys, the masters come from ZooKeeper and follow failover live.
+Keys go to the server nutcracker 0.5 would send them to, with any of its hashes and
+distributions (ketama, modula, random). With the zookeeper_* pool keys, keys are hashed with
+md5 into 4096 slots, the masters come from ZooKeeper and follow failover live.
 """
 
 EPILOG = """\
@@ -37,10 +38,11 @@ examples:
   pyproxy -c icd.yml -d -p icd.pid -o proxy.log
                                      run in the background, as the seed's nutcracker did
 
-signals:
+signals (each logs one line):
   SIGTERM, SIGINT   stop accepting, deregister from ZooKeeper, finish in-flight requests
                     (up to 5 s), exit 0
   SIGHUP            reopen the log file (after logrotate)
+  SIGTTIN, SIGTTOU  raise / lower the log level by one (as nutcracker's -v, 0..11)
 
 exit codes: 0 stopped cleanly or config valid, 1 config invalid (-t), 2 usage or a bad
             flag value (-t checks the flags too), 3 could not start (one line says why)
@@ -52,9 +54,10 @@ see also: pyproxy-watchdog --help, pyproxy-admin --help, README.md
 
 DEFAULT_METRICS = "127.0.0.1:22123"
 
-# nutcracker's -v levels (0 emerg .. 11) mapped onto Python's.
+# nutcracker's -v levels (0 emerg .. 11 pverb) mapped onto Python's.
 _LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR,
            4: logging.WARNING, 5: logging.INFO}
+MAX_LEVEL = 11
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("example.yml", "icd.yml"),
                         help="print the example config (every pool key with its default; "
                              "icd.yml: the seed's file) and exit")
+    parser.add_argument("-m", "--mbuf-size", type=int, metavar="N",
+                        help="accepted for nutcracker's command lines; pyproxy has no mbufs")
+    parser.add_argument("-i", "--stats-interval", type=int, metavar="MS",
+                        help="accepted for nutcracker's command lines; pyproxy's stats are "
+                             "taken when asked for")
     parser.add_argument("-V", "--version", action="version", version=f"pyproxy {__version__}")
     return parser
 
@@ -129,7 +137,11 @@ def setup_logging(level: int, output: str | None) -> None:
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(_LEVELS.get(level, logging.DEBUG))
+    root.setLevel(_python_level(level))
+
+
+def _python_level(level: int) -> int:
+    return _LEVELS.get(level, logging.DEBUG)
 
 
 def raise_open_files_limit() -> None:
@@ -149,7 +161,38 @@ def reopen_logs() -> None:
             handler.reopenIfNeeded()
 
 
+def signal_handlers(level: int) -> dict[signal.Signals, Callable[[], None]]:
+    """nutcracker's runtime signals: SIGHUP reopens the log, SIGTTIN / SIGTTOU raise / lower
+    the -v level by one within 0..11. Each logs one line, whatever the level (as nutcracker's
+    log_safe does)."""
+    current = level
+
+    def say(text: str, *args: object) -> None:
+        root = logging.getLogger()
+        logging.getLogger("pyproxy").log(max(logging.INFO, root.level), text, *args)
+
+    def hangup() -> None:
+        reopen_logs()
+        say("signal %d (SIGHUP) received, reopening log file", signal.SIGHUP)
+
+    def change(sig: signal.Signals, step: int) -> Callable[[], None]:
+        def handle() -> None:
+            nonlocal current
+            current = max(0, min(MAX_LEVEL, current + step))
+            logging.getLogger().setLevel(_python_level(current))
+            say("signal %d (%s) received, log level %s to %d", sig, sig.name,
+                "up" if step > 0 else "down", current)
+        return handle
+
+    return {signal.SIGHUP: hangup, signal.SIGTTIN: change(signal.SIGTTIN, +1),
+            signal.SIGTTOU: change(signal.SIGTTOU, -1)}
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Until the event loop handles them: a SIGTTIN/SIGTTOU must not stop the process (their
+    # default action, unless the process group is orphaned).
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.describe_stats:
@@ -196,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_worker(role: Role) -> int:
         try:
-            run(serve(loaded, metrics=args.metrics, stats=stats, on_hangup=reopen_logs,
-                      role=role, on_ready=ready if role.count == 1 else None))
+            run(serve(loaded, metrics=args.metrics, stats=stats,
+                      handlers=signal_handlers(args.verbose), role=role,
+                      on_ready=ready if role.count == 1 else None))
         except StartupError as exc:
             print(f"pyproxy: {exc}", file=sys.stderr)
             logging.getLogger("pyproxy").error("startup failed: %s", exc)

@@ -3,13 +3,20 @@
 Role: read `pyproxy -c FILE`, check its shape, every field and the cross-field rules, and hand
 the rest of the proxy an immutable `Config`. Pure: imports yaml, no asyncio, no threads.
 
+Every key nutcracker 0.5 knows keeps its meaning and its default (`hash: fnv1a_64`,
+`distribution: ketama`, ...), so a file nutcracker's `-t` accepts loads here too, unless it
+needs something pyproxy does not do: memcache (`redis: false`, nutcracker's default) and unix
+socket servers, each refused with a line that says so.
+
 Invariants of a `Config` that loaded:
-* every pool speaks Redis, hashes with md5 and distributes with modula;
+* every pool speaks Redis; `hash` is one of `HASHES`, `distribution` one of `DISTRIBUTIONS`;
 * a pool's `servers` are in slot order and tile 0..modulus-1 exactly once (consecutive
   inclusive `start..end`, first start 0, last end modulus-1); modulus is 4096 for slot
-  ranges, the total weight for classic `host:port:weight` entries;
-* a ZooKeeper pool has all three zookeeper_* keys and modulus 4096 (ZooKeeper shards are slot
-  ranges over 0..4095: the fallback table must place keys as they do);
+  ranges, the total weight for classic `host:port:weight` entries, whose servers are then in
+  nutcracker's server order (`ranges_from_weights`) and each range is as long as its weight;
+* slot ranges only with modula (they are a modula continuum);
+* a ZooKeeper pool has all three zookeeper_* keys, md5, modula and modulus 4096 (ZooKeeper
+  shards are slot ranges over 0..4095: the fallback table must place keys as they do);
 * no two pools share a listen address or a zookeeper_path.
 
 Errors: every problem is collected and raised at once as one `ConfigError`, one line each,
@@ -30,6 +37,10 @@ import yaml
 from . import address
 
 SLOTS = 4096
+# nutcracker 0.5's names, in its order (nc_hashkit.h); pyproxy.routing implements each.
+HASHES = ("one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32",
+          "fnv1a_32", "hsieh", "murmur", "jenkins")
+DISTRIBUTIONS = ("ketama", "modula", "random")
 # `timeout` when a pool follows ZooKeeper and sets none (twemproxy's default is to wait
 # forever). With failover, a request held by a hung master must fail before a replica is
 # promoted, or the master may acknowledge it after waking and lose it when it resyncs; the
@@ -54,7 +65,7 @@ class ConfigError(Exception):
 class ServerSpec:
     host: str
     port: int
-    name: str  # explicit name, else "host:port"
+    name: str  # nutcracker's name: explicit, else "host:port" ("host" alone for port 11211)
     start: int  # inclusive first slot
     end: int  # inclusive last slot
     weight: int | None  # the classic weight if given as host:port:weight, else None
@@ -72,9 +83,14 @@ class PoolConfig:
     listen_port: int | None
     listen_path: str | None  # unix socket path
     listen_mode: int | None  # its permission bits, if given ("/tmp/p.sock 0666")
+    hash: str  # one of HASHES
     hash_tag: bytes | None  # exactly two bytes, e.g. b"{}"
+    distribution: str  # one of DISTRIBUTIONS
     timeout_ms: int | None  # None = wait forever (ZooKeeper pools default to 1000)
     backlog: int
+    client_connections: int  # most clients at once; 0 = no limit
+    tcpkeepalive: bool  # SO_KEEPALIVE on client connections
+    reuseport: bool  # SO_REUSEPORT on the listening socket
     preconnect: bool
     redis_auth: str | None
     redis_db: int
@@ -212,18 +228,33 @@ def _exactly(wanted: _T, note: str) -> Callable[[Any], _T]:
     return check
 
 
+def _one_of(names: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in names or not isinstance(value, str):
+            raise _Invalid("expected one of " + ", ".join(names))
+        return str(value)
+    return check
+
+
 _milliseconds = _integer(1, "expected a positive integer (milliseconds)")
 _bytes = _integer(0, "expected an integer >= 0 (bytes; 0 = no limit)")
+_non_negative_ms = _integer(0, "expected an integer >= 0 (milliseconds)")
+
+
+def _optional_milliseconds(value: Any) -> int | None:
+    """Milliseconds, where 0 means none, as nutcracker reads `timeout: 0` (no timeout)."""
+    return _non_negative_ms(value) or None
+
+
 _positive = _integer(1, "expected a positive integer")
-_hash = _exactly("md5", "pyproxy implements md5 only")
-_distribution = _exactly("modula", "slot ranges are a modula continuum; pyproxy implements "
-                                   "neither ketama nor random")
+_non_negative = _integer(0, "expected an integer >= 0")
+_hash = _one_of(HASHES)
+_distribution = _one_of(DISTRIBUTIONS)
 _redis = _exactly(True, "pyproxy speaks Redis only, not memcache")
-# twemproxy's defaults for these keys are values pyproxy does not implement: the file must say.
-_MISSING_HASH = "missing: write 'hash: md5' (twemproxy's default, fnv1a_64, is not implemented)"
-_MISSING_DISTRIBUTION = ("missing: write 'distribution: modula' (twemproxy's default, ketama, "
-                         "is not implemented)")
+# twemproxy's default for this key is a value pyproxy does not implement: the file must say.
 _MISSING_REDIS = "missing: write 'redis: true' (twemproxy's default, false, means memcache)"
+# nutcracker's defaults for static pools; a ZooKeeper pool must say md5 and modula.
+DEFAULT_HASH, DEFAULT_DISTRIBUTION = "fnv1a_64", "ketama"
 
 
 def _typed(kind: type[_T], expected: str) -> Callable[[Any], _T]:
@@ -335,15 +366,21 @@ class _Entry:
         return f"{self.host}:{self.port}"
 
     @property
-    def sort_name(self) -> str:
-        # nutcracker's default name drops the port when it is 11211 (libmemcached heritage);
-        # measured with nutcracker 0.5: an unnamed 127.0.0.1:11211 sorts as "127.0.0.1".
+    def nutcracker_name(self) -> str:
+        """The name nutcracker sorts by, hashes ketama points with and keys its stats by.
+
+        Its default name drops the port when it is 11211 (libmemcached heritage); measured
+        with nutcracker 0.5: an unnamed 127.0.0.1:11211 sorts as "127.0.0.1".
+        """
         return self.name or (self.host if self.port == 11211 else self.address)
 
 
 def _server_entry(value: Any) -> _Entry:
     if not isinstance(value, str) or not 1 <= len(value.split()) <= 2:
         raise _Invalid(f"expected {_FORMS}")
+    if value.startswith("/"):
+        raise _Invalid("unix socket servers are not supported by pyproxy (connect to "
+                       "redis by host:port)")
     address, *name = value.split()
     head, sep, spec = address.rpartition(":")
     if not sep:
@@ -367,9 +404,9 @@ def _duplicates(entries: list[_Entry]) -> list[str]:
         if entry.address in addresses:
             problems.append(f"server {entry.address} is listed twice")
         addresses.add(entry.address)
-        other = names.setdefault(entry.sort_name, entry)
+        other = names.setdefault(entry.nutcracker_name, entry)
         if other is not entry and (entry.name or other.name):  # both unnamed: same address
-            problems.append(f"server name {entry.sort_name!r} is used twice")
+            problems.append(f"server name {entry.nutcracker_name!r} is used twice")
     return problems
 
 
@@ -412,21 +449,21 @@ def _resolve(entries: list[_Entry]) -> tuple[tuple[ServerSpec, ...], int]:
     """Checked entries (one kind) -> servers in slot order, modulus."""
     if entries[0].weight is None:
         ranged = sorted(entries, key=lambda entry: entry.start)
-        return tuple(ServerSpec(e.host, e.port, e.name or e.address, e.start, e.end, None)
+        return tuple(ServerSpec(e.host, e.port, e.nutcracker_name, e.start, e.end, None)
                      for e in ranged), SLOTS
-    by_name = {entry.sort_name: entry for entry in entries}
-    weighted = ranges_from_weights([(e.sort_name, e.weight or 0) for e in entries])
-    servers = tuple(ServerSpec(e.host, e.port, e.name or e.address, start, end, e.weight)
+    by_name = {entry.nutcracker_name: entry for entry in entries}
+    weighted = ranges_from_weights([(e.nutcracker_name, e.weight or 0) for e in entries])
+    servers = tuple(ServerSpec(e.host, e.port, e.nutcracker_name, start, end, e.weight)
                     for e, start, end in ((by_name[n], s, t) for n, s, t in weighted))
     return servers, servers[-1].end + 1
 
 
 # --- Pools --------------------------------------------------------------------------------------
 
-_UNSUPPORTED = ("client_connections", "tcpkeepalive", "reuseport")
 _ZOOKEEPER_KEYS = ("zookeeper_host", "zookeeper_path", "zookeeper_redis_path")
-_KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog", "preconnect",
-         "redis", "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
+_KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog",
+         "client_connections", "tcpkeepalive", "reuseport", "preconnect", "redis",
+         "redis_auth", "redis_db", "server_connections", "auto_eject_hosts",
          "server_retry_timeout", "server_failure_limit", "servers", *_ZOOKEEPER_KEYS,
          "zookeeper_session_timeout", "zookeeper_auth", "max_bulk_length", "max_multibulk_length",
          "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
@@ -461,9 +498,7 @@ class _PoolReader:
 
     def check_unknown_keys(self) -> None:
         for key in map(str, self.raw):
-            if key in _UNSUPPORTED:
-                self.error(key, "twemproxy key not supported by pyproxy")
-            elif key not in _KEYS:
+            if key not in _KEYS:
                 close = difflib.get_close_matches(key, _KEYS, n=1)
                 self.error(key, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
@@ -498,6 +533,39 @@ def _pool_servers(pool: _PoolReader, zookeeper: bool) -> tuple[tuple[ServerSpec,
     return servers, modulus
 
 
+_ZOOKEEPER_PLACEMENT = (f"ZooKeeper's shards are md5 slot ranges over 0-{SLOTS - 1}, so a "
+                        "ZooKeeper pool needs 'hash: md5' and 'distribution: modula'")
+
+
+def _placement(pool: _PoolReader, zookeeper: bool,
+               servers: tuple[ServerSpec, ...]) -> tuple[str, bytes | None, str]:
+    """(hash, hash_tag, distribution): nutcracker's defaults for a static pool; md5 and modula,
+    said in the file, for a ZooKeeper pool."""
+    if zookeeper:
+        hash_name = pool.get("hash", _hash, "md5", f"missing: {_ZOOKEEPER_PLACEMENT}")
+        if hash_name != "md5":
+            pool.error("hash", f"{hash_name!r} cannot place keys here: {_ZOOKEEPER_PLACEMENT}")
+    else:
+        hash_name = pool.get("hash", _hash, DEFAULT_HASH)
+    hash_tag = pool.get("hash_tag", _hash_tag, None)
+    if zookeeper:
+        distribution = pool.get("distribution", _distribution, "modula",
+                                f"missing: {_ZOOKEEPER_PLACEMENT}")
+        if distribution != "modula":
+            pool.error("distribution", f"{distribution!r} cannot place keys here: "
+                                       f"{_ZOOKEEPER_PLACEMENT}")
+    else:
+        reported = len(pool.errors)
+        distribution = pool.get("distribution", _distribution, DEFAULT_DISTRIBUTION)
+        read = len(pool.errors) == reported  # not a bad value replaced by the default
+        if read and distribution != "modula" and servers and servers[0].weight is None:
+            default = "" if "distribution" in pool.raw else " (nutcracker's default)"
+            pool.error("distribution", f"{distribution!r}{default} places keys by weight, but "
+                       "the servers are slot ranges (a modula continuum): write "
+                       "'distribution: modula' or give host:port:weight entries")
+    return hash_name, hash_tag, distribution
+
+
 def _read_pool(path: str, name: str, raw: dict[Any, Any],
                errors: list[str]) -> tuple[PoolConfig, bool]:
     """The pool as read (defaults where a key was bad) and whether every key was good."""
@@ -509,25 +577,28 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any],
     zk_host, zk_path, zk_cluster = _zookeeper(pool)
     servers, modulus = _pool_servers(pool, zookeeper=zk_host is not None)
     get = pool.get
-    # Keys in the order problems are reported. hash, distribution and redis have one possible
-    # value each: checked, not kept (every Config speaks Redis with md5 and modula).
-    get("hash", _hash, "md5", _MISSING_HASH)
-    hash_tag = get("hash_tag", _hash_tag, None)
-    get("distribution", _distribution, "modula", _MISSING_DISTRIBUTION)
-    timeout_ms = get("timeout", _milliseconds, ZOOKEEPER_TIMEOUT_MS if zk_host else None)
-    backlog = get("backlog", _positive, 512)
+    # Keys in the order problems are reported. redis has one possible value: checked, not kept
+    # (every Config speaks Redis).
+    hash_name, hash_tag, distribution = _placement(pool, zk_host is not None, servers)
+    timeout_ms = get("timeout", _optional_milliseconds,
+                     ZOOKEEPER_TIMEOUT_MS if zk_host else None)
+    backlog = get("backlog", _non_negative, 512)
+    client_connections = get("client_connections", _non_negative, 0)
+    tcpkeepalive = get("tcpkeepalive", _boolean, False)
+    reuseport = get("reuseport", _boolean, False)
     preconnect = get("preconnect", _boolean, False)
     get("redis", _redis, True, _MISSING_REDIS)
     config = PoolConfig(
         name=name, listen=listen, listen_host=host, listen_port=port, listen_path=unix_path,
-        listen_mode=mode, hash_tag=hash_tag, timeout_ms=timeout_ms, backlog=backlog,
-        preconnect=preconnect,
+        listen_mode=mode, hash=hash_name, hash_tag=hash_tag, distribution=distribution,
+        timeout_ms=timeout_ms, backlog=backlog, client_connections=client_connections,
+        tcpkeepalive=tcpkeepalive, reuseport=reuseport, preconnect=preconnect,
         redis_auth=get("redis_auth", _string, None),
-        redis_db=get("redis_db", _integer(0, "expected an integer >= 0"), 0),
+        redis_db=get("redis_db", _non_negative, 0),
         server_connections=get("server_connections", _positive, 1),
         auto_eject_hosts=get("auto_eject_hosts", _boolean, False),
-        server_retry_timeout_ms=get("server_retry_timeout", _milliseconds, 30000),
-        server_failure_limit=get("server_failure_limit", _positive, 2),
+        server_retry_timeout_ms=get("server_retry_timeout", _non_negative_ms, 30000),
+        server_failure_limit=get("server_failure_limit", _non_negative, 2),
         modulus=modulus, servers=servers,
         zookeeper_host=zk_host, zookeeper_path=zk_path, zookeeper_redis_path=zk_cluster,
         zookeeper_session_timeout_ms=get("zookeeper_session_timeout", _milliseconds, 10000),

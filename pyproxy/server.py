@@ -3,6 +3,10 @@
 Invariants:
 
 * One listener per pool; every client of a pool shares that pool's backends.
+* A pool with ``client_connections: N`` (N > 0) has at most N clients: the next one gets
+  Redis's ``-ERR max number of clients reached`` and is closed, never joining the pool.
+  ``tcpkeepalive`` sets SO_KEEPALIVE on the listening socket, which accepted client sockets
+  inherit (Linux); ``reuseport`` sets SO_REUSEPORT on it (as ``--workers`` does).
 * Startup either brings up every listener or none (a failure stops what was started and is
   reported as one line).
 * SIGTERM/SIGINT: stop accepting, let in-flight requests finish for up to
@@ -16,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,16 +47,41 @@ class StartupError(Exception):
 
 
 def static_table(config: PoolConfig) -> RoutingTable:
-    """The table the ``servers`` list describes (the start, and the fallback without ZK).
+    """The table the ``servers`` list describes (the start, and the fallback without ZK), placing
+    keys with the pool's hash and distribution.
 
     With ZooKeeper the shards are named ``redis-0000``, ``redis-0001``, ... in list order, as
     ``pyproxy-admin init`` lays them out, so ZooKeeper's view replaces them name for name.
+    Without, a shard is named as nutcracker names the server (ketama hashes that name).
     """
     shards = []
     for index, server in enumerate(config.servers):
         name = f"redis-{index:04d}" if config.uses_zookeeper else server.name
         shards.append(Shard(name, server.start, server.end, server.address))
-    return routing.build(shards, config.modulus, version=0, source="config")
+    return routing.build(shards, config.modulus, version=0, source="config", hash=config.hash,
+                         distribution=config.distribution)
+
+
+MAX_CLIENTS = b"-ERR max number of clients reached\r\n"  # redis-server's words
+
+
+class LimitedClient(Client):
+    """A client of a pool with ``client_connections``: counted when the connection is made
+    (not when accepted: several accepts may come before their ``connection_made``)."""
+
+    __slots__ = ("refused",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.refused = len(self.pool.clients) >= self.pool.config.client_connections
+        if self.refused:
+            transport.write(MAX_CLIENTS)  # type: ignore[attr-defined]  # a Transport
+            transport.close()
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.refused:
+            super().connection_lost(exc)
 
 
 class Proxy:
@@ -104,8 +134,10 @@ class Proxy:
         flusher = self.flusher
         assert flusher is not None
 
+        client = LimitedClient if config.client_connections else Client
+
         def factory() -> Client:
-            return Client(pool, executor, flusher)
+            return client(pool, executor, flusher)
 
         if config.listen_path is not None:
             server = await loop.create_unix_server(
@@ -114,10 +146,14 @@ class Proxy:
             if config.listen_mode is not None:
                 os.chmod(config.listen_path, config.listen_mode)
             return server
-        return await loop.create_server(
+        server = await loop.create_server(
             factory, config.listen_host, config.listen_port or 0, backlog=config.backlog,
-            reuse_address=True, reuse_port=self.role.reuse_port or None,
+            reuse_address=True, reuse_port=self.role.reuse_port or config.reuseport or None,
         )
+        if config.tcpkeepalive:
+            for sock in server.sockets:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return server
 
     async def sample_rates(self) -> None:
         """Every 100 ms, each pool's command count, for INFO's instantaneous_ops_per_sec."""
@@ -200,12 +236,13 @@ async def serve(
     config: Config,
     metrics: str | None = None,
     stats: str | None = None,
-    on_hangup: Callable[[], None] | None = None,
+    handlers: dict[signal.Signals, Callable[[], None]] | None = None,
     role: Role = SINGLE_PROCESS,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP calls ``on_hangup``;
-    ``on_ready`` is called once every listener is bound (``pyproxy -d`` detaches then)."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; another signal in ``handlers``
+    calls its handler (the command line's: SIGHUP, SIGTTIN, SIGTTOU). ``on_ready`` is called
+    once every listener is bound (``pyproxy -d`` detaches then)."""
     loop = asyncio.get_running_loop()
     proxy = Proxy(config, role)
     await _start_exporters(proxy, metrics, stats)  # first: a listening proxy is fully up
@@ -218,8 +255,8 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if on_hangup is not None:
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    for sig, handler in (handlers or {}).items():
+        loop.add_signal_handler(sig, handler)
     await stop.wait()
     for task in background:
         task.cancel()

@@ -11,9 +11,9 @@ Every line a worker logs names it (``worker 1 pyproxy.server: ...``); the superv
 lines are unnamed.
 
 The supervisor (the parent) forks the workers before any event loop or thread exists,
-forwards SIGTERM/SIGINT/SIGHUP to them, restarts a worker that dies unexpectedly (at most
-once a second per worker), and exits when all workers have exited after a stop signal —
-0 if every worker exited 0.
+forwards SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU to them, restarts a worker that dies
+unexpectedly (at most once a second per worker), and exits when all workers have exited
+after a stop signal — 0 if every worker exited 0.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             name_worker_in_logs(role.index)
+            for sig in (signal.SIGTTIN, signal.SIGTTOU):  # until its loop handles them
+                signal.signal(sig, signal.SIG_IGN)
             code = 1
             try:
                 code = run_worker(role)
@@ -98,7 +100,7 @@ def supervise(count: int, run_worker: Callable[[Role], int]) -> int:
             except ProcessLookupError:
                 pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, forward)
     for index in range(count):
         spawn(Role(index, count))

@@ -90,6 +90,7 @@ def test_defaults() -> None:
     pool = parse_pool()
     assert (pool.timeout_ms, pool.backlog, pool.preconnect, pool.redis_auth, pool.redis_db) == (
         None, 512, False, None, 0)
+    assert (pool.client_connections, pool.tcpkeepalive, pool.reuseport) == (0, False, False)
     assert (pool.server_connections, pool.auto_eject_hosts, pool.server_retry_timeout_ms,
             pool.server_failure_limit) == (1, False, 30000, 2)
     assert (pool.zookeeper_host, pool.zookeeper_path, pool.zookeeper_redis_path) == (
@@ -99,12 +100,39 @@ def test_defaults() -> None:
         536870912, 1048576, None)
 
 
+def test_nutcrackers_defaults_place_keys_with_fnv1a_64_and_ketama() -> None:
+    pool = parse_pool(hash=None, distribution=None, servers="[h:1:1, h:2:1]")
+    assert (pool.hash, pool.distribution) == (config.DEFAULT_HASH, config.DEFAULT_DISTRIBUTION)
+    assert (pool.hash, pool.distribution) == ("fnv1a_64", "ketama")
+
+
+@pytest.mark.parametrize("hash_name", config.HASHES)
+@pytest.mark.parametrize("distribution", config.DISTRIBUTIONS)
+def test_every_hash_and_distribution_loads(hash_name: str, distribution: str) -> None:
+    pool = parse_pool(hash=hash_name, distribution=distribution, servers="[h:1:3, h:2:1 b]")
+    assert (pool.hash, pool.distribution) == (hash_name, distribution)
+    assert slots(pool) == [("b", 0, 0), ("h:1", 1, 3)]  # nutcracker's order, as weights
+
+
+def test_slot_ranges_with_another_hash_keep_modula() -> None:
+    pool = parse_pool(hash="crc32a")
+    assert (pool.hash, pool.distribution, pool.modulus) == ("crc32a", "modula", 4096)
+
+
+def test_values_nutcracker_accepts_that_mean_none() -> None:
+    pool = parse_pool(timeout="0", backlog="0", server_retry_timeout="0",
+                      server_failure_limit="0", client_connections="0")
+    assert (pool.timeout_ms, pool.backlog, pool.server_retry_timeout_ms,
+            pool.server_failure_limit, pool.client_connections) == (None, 0, 0, 0, 0)
+
+
 def test_every_key_set() -> None:
     pool = parse_pool(timeout="250", backlog="1024", preconnect="true", redis_auth="s3cret",
                       redis_db="3", server_connections="2", auto_eject_hosts="true",
                       server_retry_timeout="500", server_failure_limit="5",
                       zookeeper_session_timeout="4000", max_bulk_length="1024",
-                      max_multibulk_length="64", client_idle_timeout="60000", **ZK)
+                      max_multibulk_length="64", client_idle_timeout="60000",
+                      client_connections="100", tcpkeepalive="true", reuseport="true", **ZK)
     assert (pool.timeout_ms, pool.backlog, pool.preconnect, pool.redis_auth, pool.redis_db) == (
         250, 1024, True, "s3cret", 3)
     assert (pool.server_connections, pool.auto_eject_hosts, pool.server_retry_timeout_ms,
@@ -112,6 +140,7 @@ def test_every_key_set() -> None:
     assert pool.uses_zookeeper and pool.zookeeper_session_timeout_ms == 4000
     assert (pool.max_bulk_length, pool.max_multibulk_length, pool.client_idle_timeout_ms) == (
         1024, 64, 60000)
+    assert (pool.client_connections, pool.tcpkeepalive, pool.reuseport) == (100, True, True)
 
 
 def test_config_is_frozen() -> None:
@@ -190,7 +219,7 @@ def test_single_range_and_many_ranges_tile() -> None:
      [("ab", 0, 2), ("abc", 3, 4), ("zeta", 5, 5)], 6),
     # nutcracker names an unnamed :11211 server by its host alone (measured), so it sorts first.
     ("[127.0.0.1:7201:1, 127.0.0.1:11211:1]",
-     [("127.0.0.1:11211", 0, 0), ("127.0.0.1:7201", 1, 1)], 2),
+     [("127.0.0.1", 0, 0), ("127.0.0.1:7201", 1, 1)], 2),
 ])
 def test_classic_weights_follow_nutcracker_order(
         servers: str, expected: list[tuple[str, int, int]], modulus: int) -> None:
@@ -232,6 +261,12 @@ def test_listen(listen: str, expected: tuple[object, ...]) -> None:
 
 TWO_CHARS = 'expected exactly two characters, quoted, like "{}"'
 POSITIVE_MS = "expected a positive integer (milliseconds)"
+MS = "expected an integer >= 0 (milliseconds)"
+AT_LEAST_0 = "expected an integer >= 0"
+ZK_PLACEMENT = ("ZooKeeper's shards are md5 slot ranges over 0-4095, so a ZooKeeper pool needs "
+                "'hash: md5' and 'distribution: modula'")
+RANGES_NEED_MODULA = ("places keys by weight, but the servers are slot ranges (a modula "
+                      "continuum): write 'distribution: modula' or give host:port:weight entries")
 ZK_TOGETHER = "missing (zookeeper_host, zookeeper_path and zookeeper_redis_path go together)"
 ZNODE = ("expected an absolute znode path like /redis/cluster/icd (no trailing slash, no "
          "empty, '.' or '..' part, no whitespace)")
@@ -243,38 +278,47 @@ FORMS = "expected 'host:port:start-end [name]' or 'host:port:weight [name]'"
     ({"timout": "5"}, "timout: unknown key (did you mean 'timeout'?)"),
     ({"color": "red"}, "color: unknown key"),
     ({'"a\\nb"': "1"}, "'a\\nb': unknown key"),
-    ({"client_connections": "10"}, "client_connections: twemproxy key not supported by pyproxy"),
-    # required keys, whose twemproxy defaults pyproxy does not implement
-    ({"hash": None},
-     "hash: missing: write 'hash: md5' (twemproxy's default, fnv1a_64, is not implemented)"),
-    ({"distribution": None}, "distribution: missing: write 'distribution: modula' "
-                                  "(twemproxy's default, ketama, is not implemented)"),
+    # required keys, and those whose twemproxy defaults pyproxy cannot use here
+    ({"distribution": None}, f"distribution: 'ketama' (nutcracker's default) {RANGES_NEED_MODULA}"),
+    ({"distribution": "random"}, f"distribution: 'random' {RANGES_NEED_MODULA}"),
+    ({**ZK, "hash": None}, f"hash: missing: {ZK_PLACEMENT}"),
+    ({**ZK, "distribution": None}, f"distribution: missing: {ZK_PLACEMENT}"),
     ({"redis": None},
      "redis: missing: write 'redis: true' (twemproxy's default, false, means memcache)"),
     ({"listen": None}, "listen: missing (required), e.g. 127.0.0.1:22121"),
     ({"servers": None}, "servers: missing (required)"),
     # values pyproxy does not implement
-    ({"hash": "fnv1a_64"}, "hash: expected 'md5', got 'fnv1a_64' (pyproxy implements md5 only)"),
-    ({"distribution": "ketama"}, "distribution: expected 'modula', got 'ketama' (slot ranges "
-                                 "are a modula continuum; pyproxy implements neither ketama "
-                                 "nor random)"),
+    ({**ZK, "hash": "fnv1a_64"}, f"hash: 'fnv1a_64' cannot place keys here: {ZK_PLACEMENT}"),
+    ({**ZK, "servers": "[h:1:2048, h:2:2048]", "distribution": "ketama"},
+     f"distribution: 'ketama' cannot place keys here: {ZK_PLACEMENT}"),
+    ({"hash": "sha1"}, "hash: expected one of one_at_a_time, md5, crc16, crc32, crc32a, fnv1_64, "
+                       "fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins, got 'sha1'"),
+    ({"hash": "MD5"}, "hash: expected one of one_at_a_time, md5, crc16, crc32, crc32a, fnv1_64, "
+                      "fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins, got 'MD5'"),
+    ({"distribution": "[ketama]"},
+     "distribution: expected one of ketama, modula, random, got a list"),
+    ({"servers": "['/tmp/redis.sock:1']"}, "servers: unix socket servers are not supported by "
+                                           "pyproxy (connect to redis by host:port), got "
+                                           "'/tmp/redis.sock:1'"),
     ({"redis": "false"},
      "redis: expected true, got false (pyproxy speaks Redis only, not memcache)"),
     # types: booleans are true/false only, integers are not booleans nor strings
-    ({"timeout": "abc"}, f"timeout: {POSITIVE_MS}, got 'abc'"),
-    ({"timeout": "0"}, f"timeout: {POSITIVE_MS}, got 0"),
-    ({"timeout": "-5"}, f"timeout: {POSITIVE_MS}, got -5"),
-    ({"timeout": "'1000'"}, f"timeout: {POSITIVE_MS}, got '1000'"),
-    ({"timeout": "1.5"}, f"timeout: {POSITIVE_MS}, got 1.5"),
-    ({"timeout": "0666"}, f"timeout: {POSITIVE_MS}, got '0666'"),
-    ({"timeout": "1:20"}, f"timeout: {POSITIVE_MS}, got '1:20'"),
-    ({"timeout": ""}, f"timeout: {POSITIVE_MS}, got null"),
-    ({"server_retry_timeout": "true"}, f"server_retry_timeout: {POSITIVE_MS}, got true"),
+    ({"timeout": "abc"}, f"timeout: {MS}, got 'abc'"),
+    ({"timeout": "-5"}, f"timeout: {MS}, got -5"),
+    ({"timeout": "'1000'"}, f"timeout: {MS}, got '1000'"),
+    ({"timeout": "1.5"}, f"timeout: {MS}, got 1.5"),
+    ({"timeout": "0666"}, f"timeout: {MS}, got '0666'"),
+    ({"timeout": "1:20"}, f"timeout: {MS}, got '1:20'"),
+    ({"timeout": ""}, f"timeout: {MS}, got null"),
+    ({"server_retry_timeout": "true"}, f"server_retry_timeout: {MS}, got true"),
     ({"zookeeper_session_timeout": "0"}, f"zookeeper_session_timeout: {POSITIVE_MS}, got 0"),
     ({"client_idle_timeout": "[1]"}, f"client_idle_timeout: {POSITIVE_MS}, got a list"),
-    ({"backlog": "true"}, "backlog: expected a positive integer, got true"),
+    ({"backlog": "true"}, f"backlog: {AT_LEAST_0}, got true"),
+    ({"client_connections": "-1"}, f"client_connections: {AT_LEAST_0}, got -1"),
+    ({"tcpkeepalive": "yes"}, "tcpkeepalive: expected true or false, got 'yes'"),
+    ({"reuseport": "1"}, "reuseport: expected true or false, got 1"),
     ({"server_connections": "0"}, "server_connections: expected a positive integer, got 0"),
-    ({"server_failure_limit": "x"}, "server_failure_limit: expected a positive integer, got 'x'"),
+    ({"server_failure_limit": "x"}, f"server_failure_limit: {AT_LEAST_0}, got 'x'"),
     ({"max_multibulk_length": "0"}, "max_multibulk_length: expected a positive integer, got 0"),
     ({"max_bulk_length": "-1"}, "max_bulk_length: expected a positive integer (bytes), got -1"),
     ({"redis_db": "-1"}, "redis_db: expected an integer >= 0, got -1"),
@@ -361,14 +405,14 @@ def test_one_error(values: dict[str, str | None], expected: str) -> None:
 
 def test_all_errors_are_reported_at_once() -> None:
     text = (pool_yaml(timeout="abc", preconnect="yes", servers="[h:1:0-2047, h:2:2000-4095]")
-            + pool_yaml("beta", hash=None, listen="127.0.0.1:99999"))
+            + pool_yaml("beta", hash="fnv", listen="127.0.0.1:99999"))
     assert errors_of(text) == [
         "t.yml: pool 'alpha': servers: ranges 0-2047 and 2000-4095 overlap",
-        "t.yml: pool 'alpha': timeout: expected a positive integer (milliseconds), got 'abc'",
+        "t.yml: pool 'alpha': timeout: expected an integer >= 0 (milliseconds), got 'abc'",
         "t.yml: pool 'alpha': preconnect: expected true or false, got 'yes'",
         "t.yml: pool 'beta': listen: bad port '99999' (expected 1..65535) in '127.0.0.1:99999'",
-        "t.yml: pool 'beta': hash: missing: write 'hash: md5' (twemproxy's default, fnv1a_64, "
-        "is not implemented)",
+        "t.yml: pool 'beta': hash: expected one of one_at_a_time, md5, crc16, crc32, crc32a, "
+        "fnv1_64, fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins, got 'fnv'",
     ]
 
 
@@ -404,11 +448,12 @@ def test_same_listen_address(first: str, second: str) -> None:
 
 
 def test_same_listen_address_is_reported_with_the_pools_other_errors() -> None:
-    text = (pool_yaml(timeout="soon") + pool_yaml("beta", hash="fnv1a_64")
+    text = (pool_yaml(timeout="soon") + pool_yaml("beta", hash="sha1")
             + pool_yaml("gamma", listen="nope") + pool_yaml("delta", listen="127.0.0.1:22122"))
     assert errors_of(text) == [
-        "t.yml: pool 'alpha': timeout: expected a positive integer (milliseconds), got 'soon'",
-        "t.yml: pool 'beta': hash: expected 'md5', got 'fnv1a_64' (pyproxy implements md5 only)",
+        "t.yml: pool 'alpha': timeout: expected an integer >= 0 (milliseconds), got 'soon'",
+        "t.yml: pool 'beta': hash: expected one of one_at_a_time, md5, crc16, crc32, crc32a, "
+        "fnv1_64, fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins, got 'sha1'",
         "t.yml: pool 'gamma': listen: expected 'host:port', got 'nope'",
         "t.yml: pool 'beta': listen: '127.0.0.1:22121' is already used by pool 'alpha'"]
 

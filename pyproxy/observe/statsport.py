@@ -3,8 +3,14 @@
 Connect to the stats port and read one JSON document, as with nutcracker: top-level
 ``service``/``source``/``version``/``uptime``/``timestamp``/``total_connections``/
 ``curr_connections``, then one object per pool with nutcracker's pool counters and one
-object per backend with its server counters — so existing twemproxy exporters and
-dashboards keep working. ``out_queue_bytes`` is always 0: pyproxy does not keep the size of
+object per server with its server counters — so existing twemproxy exporters and
+dashboards keep working.
+
+A server's object is keyed as nutcracker keys it: by the shard's name, which is the server's
+nutcracker name in a static pool (its configured name, else ``host:port``) and the shard's
+name (``redis-0000``, ...) in a ZooKeeper pool, so the key stays the same when a failover
+changes the master's address. Every shard is listed; one without a master (during a failover)
+shows zeros. ``out_queue_bytes`` is always 0: pyproxy does not keep the size of
 requests already written (nutcracker's other counters are all real).
 """
 
@@ -60,9 +66,13 @@ def _pool_json(pool: PoolSnapshot) -> dict[str, Any]:
         name: pool.clients if name == "client_connections" else getattr(stats, name)
         for name in POOL_STATS
     }
-    for address, backend in pool.backends.items():
+    for index, shard in enumerate(pool.table.shards):
+        backend = pool.backend_of(index)
+        if backend is None:
+            out[shard.name] = dict.fromkeys(SERVER_STATS, 0)
+            continue
         server = backend.stats
-        out[address] = {
+        out[shard.name] = {
             "server_eof": server.server_eof,
             "server_err": server.server_err,
             "server_timedout": server.server_timedout,

@@ -26,7 +26,7 @@ from .session import Session
 if TYPE_CHECKING:
     from .dispatch import Context
 
-BEFORE_AUTH = frozenset({"auth", "hello", "quit", "ping"})
+BEFORE_AUTH = frozenset({"auth", "hello", "quit"})  # PING too gets NOAUTH, as from redis
 QUEUEABLE = frozenset({"ping", "echo"})  # inside MULTI they are queued and run by the shard
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"

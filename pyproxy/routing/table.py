@@ -1,12 +1,15 @@
 """Immutable routing tables: which shard owns which slots, and who its master is.
 
 A ``RoutingTable`` is what the configuration or ZooKeeper says the cluster looks like — shard
-names, slot ranges, master and replica addresses. It is built once, validated, and never
-changed: a topology change builds a new one, from which the proxy builds its ``Routes``
+names, slot ranges, master and replica addresses, and how keys are placed on the shards (the
+pool's ``hash`` and ``distribution``, see ``distribution``). It is built once, validated, and
+never changed: a topology change builds a new one, from which the proxy builds its ``Routes``
 (``routes``) and swaps them in whole.
 
 Invariants checked by ``build``: shard ranges tile ``0..modulus-1`` exactly once. A shard
-may have no master (``master is None``) — its keys then get a prompt error.
+may have no master (``master is None``) — its keys then get a prompt error. Under modula the
+ranges are where the keys go (slot = hash % modulus); under ketama and random they only carry
+each shard's weight (its range's length), the shards in nutcracker's server order.
 
 Pure: no I/O.
 """
@@ -39,6 +42,8 @@ class RoutingTable:
     modulus: int
     version: int = 0
     source: str = "config"
+    hash: str = "md5"  # a name in hashing.HASHES
+    distribution: str = "modula"  # "modula", "ketama" or "random"
 
     def master_of(self, shard_name: str) -> str | None:
         for shard in self.shards:
@@ -72,7 +77,8 @@ def tiling_errors(ranges: list[tuple[str, int, int]], modulus: int) -> list[str]
 
 
 def build(
-    shards: list[Shard], modulus: int, version: int = 0, source: str = "config"
+    shards: list[Shard], modulus: int, version: int = 0, source: str = "config",
+    hash: str = "md5", distribution: str = "modula",
 ) -> RoutingTable:
     if not shards:
         raise TopologyError(["no shards"])
@@ -80,4 +86,4 @@ def build(
     if errors:
         raise TopologyError(errors)
     ordered = tuple(sorted(shards, key=lambda s: s.start))
-    return RoutingTable(ordered, modulus, version, source)
+    return RoutingTable(ordered, modulus, version, source, hash, distribution)
