@@ -1,5 +1,5 @@
 """resp.py: golden bytes for request parsing (hiredis and Python paths, before and after
-AUTH), reply boundaries, framing."""
+AUTH), reply scanning (split at every byte), framing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 from pyproxy.protocol import resp
 from pyproxy.protocol.resp import (
+    MalformedReply,
     ProtocolError,
+    ReplyScanner,
     RequestParser,
     split_inline,
 )
@@ -494,37 +496,80 @@ def test_before_auth_many_commands_in_one_read_cost_their_size_once() -> None:
     assert time.perf_counter() - started < 5  # (quadratic would take minutes)
 
 
-def test_long_arrays_end_where_the_walk_says() -> None:
-    """Arrays of 32+ elements are measured by hiredis; differential check against the
-    element-by-element walk, for random element types and every kind of truncation."""
-    import random
+# ---------------------------------------------------------------- reply scanner
 
-    rng = random.Random(7)
 
-    def element() -> bytes:
-        k = rng.random()
-        if k < 0.6:  # bulks whose payloads look like headers, CRLFs included
-            return resp.bulk(bytes(rng.choice(b"ab-+:*\r\n$_") for _ in range(rng.randint(0, 12))))
-        if k < 0.7:
-            return b"$-1\r\n"
-        if k < 0.8:
-            return b":%d\r\n" % rng.randint(-5, 500)
-        if k < 0.9:
-            return b"+ok\r\n"
-        return resp.array([resp.bulk(b"n")] * rng.randint(0, 3))
+SCANNED = REPLIES + [
+    b"_\r\n", b",3.14\r\n", b",-inf\r\n", b"#t\r\n", b"(34928903284092385093248509438509\r\n",
+    b"!21\r\nSYNTAX invalid syntax\r\n", b"=15\r\ntxt:Some string\r\n",
+    b"%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n", b"~3\r\n+a\r\n+b\r\n+c\r\n",
+    b">3\r\n+message\r\n+chan\r\n$2\r\nhi\r\n", b"|1\r\n+ttl\r\n:3600\r\n$2\r\nvv\r\n",
+    b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n", b"|0\r\n+OK\r\n", b"%0\r\n", b"~0\r\n",
+    resp.bulk(b"x" * 300), resp.bulk(b"\r\n" * 200), b"-" + b"E" * 3000 + b"\r\n",
+    resp.array([resp.bulk(b"%d" % i) for i in range(100)]),
+    resp.array([resp.array([resp.bulk(b"m%d" % i), b",%d.5\r\n" % i]) for i in range(40)]),
+]
 
-    def walked(buf: bytes, pos: int) -> int:
-        saved, resp._LONG_ARRAY = resp._LONG_ARRAY, 10**9
-        try:
-            return resp.reply_end(buf, pos)
-        finally:
-            resp._LONG_ARRAY = saved
 
-    for _ in range(1000):
-        if rng.random() < 0.5:
-            items = [element() for _ in range(rng.randint(30, 80))]
-        else:
-            items = [resp.bulk(b"v%d" % i) for i in range(rng.randint(32, 90))]
-        raw = b"+pre\r\n" + resp.array(items) + b"$2\r\nzz\r\n"
-        for cut in (len(raw), rng.randint(6, len(raw))):
-            assert resp.reply_end(raw[:cut], 6) == walked(raw[:cut], 6)
+@pytest.mark.parametrize("reply", SCANNED, ids=lambda r: repr(r[:12]))
+def test_scanner_finds_each_reply_however_it_is_split(reply: bytes) -> None:
+    stream = b"+X\r\n" + reply + reply + b":1\r\n"
+    expected = [b"+X\r\n", reply, reply, b":1\r\n"]
+    step = 1 if len(stream) < 400 else 37
+    for cut in range(0, len(stream) + 1, step):
+        for size in (1, 7, 4096) if cut == 0 else (len(stream),):
+            scanner = ReplyScanner()
+            chunks = [stream[:cut]] + [stream[i : i + size] for i in range(cut, len(stream), size)]
+            got = [r for chunk in chunks if chunk for r in scanner.feed(chunk)]
+            assert got == expected, (cut, size)
+            assert scanner.pending_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"$abc\r\n", "bad length"),
+        (b"$3\r\nabcXY", "not followed by CRLF"),
+        (b"*x\r\n", "bad length"),
+        (b"*-2\r\n", "bad length"),
+        (b"$+3\r\nabc\r\n", "bad length"),
+        (b"%-1\r\n", "pairs"),
+        (b"?what\r\n", "unknown reply type"),
+        (b"*2\r\n:1\r\n@x\r\n", "unknown reply type"),
+        (b"$" + b"9" * 40, "no line end"),
+    ],
+)
+def test_bytes_that_are_not_resp_are_malformed(data: bytes, message: str) -> None:
+    """The replies before the bad bytes come with the error: they are still paired."""
+    with pytest.raises(MalformedReply, match=message) as caught:
+        ReplyScanner().feed(b"+OK\r\n:1\r\n" + data)
+    assert caught.value.replies == [b"+OK\r\n", b":1\r\n"]
+    with pytest.raises(MalformedReply, match=message):
+        scanner = ReplyScanner()
+        for i in range(len(data)):
+            scanner.feed(data[i : i + 1])
+    if message != "no line end":  # (with a line end, that one is just a long bulk)
+        with pytest.raises(MalformedReply):
+            resp.reply_end(data + b"\r\n" * 3, 0)
+
+
+def test_scanner_waits_for_a_long_bulk_without_rescanning_it() -> None:
+    value = b"x" * 3_000_000
+    reply = resp.bulk(value)
+    chunks = [reply[i : i + 4096] for i in range(0, len(reply), 4096)]
+    scanner = ReplyScanner()
+    started = time.perf_counter()
+    for chunk in chunks[:-1]:
+        assert scanner.feed(chunk) == []
+    assert scanner.feed(chunks[-1]) == [reply]
+    assert time.perf_counter() - started < 5  # 733 reads: rescanning would be quadratic
+
+
+def test_scanner_follows_a_long_line_without_rescanning_it() -> None:
+    """A Lua error can be a long ``-`` line; 1-byte reads of it cost its length once."""
+    reply = b"-ERR " + b"e" * 200_000 + b"\r\n"
+    scanner = ReplyScanner()
+    started = time.perf_counter()
+    got = [r for i in range(0, len(reply), 16) for r in scanner.feed(reply[i : i + 16])]
+    assert got == [reply]
+    assert time.perf_counter() - started < 5

@@ -1,6 +1,7 @@
 """Property tests of resp.py (hypothesis): the request parser against a reference parser
 written here from Redis's ``processInputBuffer`` (networking.c) and ``sdssplitargs`` (sds.c),
-every stream split into reads at random points."""
+and the reply scanner against the encoder of random RESP2/RESP3 replies — every stream split
+into reads at random points."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyproxy.protocol import resp
-from pyproxy.protocol.resp import ProtocolError, RequestParser
+from pyproxy.protocol.resp import ProtocolError, ReplyScanner, RequestParser
 
 
 def bounded(examples: int) -> settings:
@@ -282,3 +283,75 @@ def test_large_pipelines_equal_the_reference(data: st.DataObject) -> None:
         stream = stream[:at] + data.draw(NOT_BULK | ODD_HEADER | request_stream()) + stream[at:]
     chunks = data.draw(splits(stream))
     assert parse_in_reads(chunks, Limits()) == reference(stream, Limits())
+
+
+# ---------------------------------------------------------------- random replies
+
+LINE = st.binary(max_size=8).filter(lambda b: b"\r" not in b and b"\n" not in b)
+PAYLOAD = st.binary(max_size=20) | st.sampled_from([b"\r\n", b"$3\r\n", b"*1\r\n"]) | st.binary(
+    min_size=250, max_size=400)
+
+
+def leaf_replies() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        LINE.map(lambda s: b"+" + s + b"\r\n"),
+        LINE.map(lambda s: b"-ERR " + s + b"\r\n"),
+        st.integers(-(2**63), 2**63).map(lambda n: b":%d\r\n" % n),
+        PAYLOAD.map(resp.bulk),
+        st.just(b"$-1\r\n"), st.just(b"*-1\r\n"), st.just(b"_\r\n"),
+        st.floats(allow_nan=False).map(lambda f: b",%r\r\n" % f),
+        st.sampled_from([b"#t\r\n", b"#f\r\n", b",inf\r\n", b",-inf\r\n", b",nan\r\n"]),
+        st.integers(-(10**40), 10**40).map(lambda n: b"(%d\r\n" % n),
+        PAYLOAD.map(lambda s: b"!%d\r\n%b\r\n" % (len(s), s)),
+        PAYLOAD.map(lambda s: b"=%d\r\ntxt:%b\r\n" % (len(s) + 4, s)),
+    )
+
+
+def aggregate(children: st.SearchStrategy[list[bytes]]) -> st.SearchStrategy[bytes]:
+    def frame(kind: bytes, items: list[bytes]) -> bytes:
+        if kind in b"%|":
+            items = items[: len(items) // 2 * 2]
+            head = b"%b%d\r\n" % (kind, len(items) // 2) + b"".join(items)
+            return head + (resp.OK if kind == b"|" else b"")  # an attribute, then its reply
+        return b"%b%d\r\n" % (kind, len(items)) + b"".join(items)
+
+    return st.tuples(st.sampled_from([b"*", b"~", b">", b"%", b"|"]), children).map(
+        lambda t: frame(*t))
+
+
+REPLY = st.recursive(leaf_replies(),
+                     lambda inner: aggregate(st.lists(inner, max_size=6)), max_leaves=15)
+LONG_ARRAY = st.lists(leaf_replies(), min_size=30, max_size=80).map(resp.array)
+
+
+@bounded(150)
+@given(st.data())
+def test_reply_scanner_cuts_exactly_what_was_encoded(data: st.DataObject) -> None:
+    replies = data.draw(st.lists(REPLY | LONG_ARRAY, min_size=1, max_size=8))
+    stream = b"".join(replies)
+    scanner = ReplyScanner()
+    got: list[bytes] = []
+    for chunk in data.draw(splits(stream)):
+        if chunk:
+            got += scanner.feed(chunk)
+    assert got == replies
+    assert scanner.pending_bytes == 0
+    pos = 0
+    for reply in replies:  # the stateless reply_end agrees
+        assert resp.reply_end(stream, pos) == pos + len(reply)
+        pos += len(reply)
+
+
+@bounded(100)
+@given(st.data())
+def test_an_incomplete_reply_is_never_cut(data: st.DataObject) -> None:
+    reply = data.draw(REPLY | LONG_ARRAY)
+    cut = data.draw(st.integers(0, len(reply) - 1))
+    scanner = ReplyScanner()
+    got = []
+    for chunk in data.draw(splits(reply[:cut])):
+        if chunk:
+            got += scanner.feed(chunk)
+    assert got == []
+    assert resp.reply_end(reply[:cut], 0) == -1
+    assert scanner.feed(reply[cut:]) == [reply]

@@ -40,11 +40,16 @@ Requests (client -> proxy) are parsed by ``RequestParser``, which accepts exactl
   (``more`` says whether to ask again), because the next command's limits depend on whether
   this one authenticated the client.
 
-Replies (backend -> proxy) are never decoded on the single-shard path: ``reply_end`` only
-finds where a reply ends so its exact bytes go back to the client (``+OK`` stays ``+OK``).
-It knows RESP3 too (maps, sets, nulls, doubles, booleans, big numbers, blob errors,
-verbatim strings, attributes), because RESP3 clients are served by RESP3 backend
-connections whose replies are forwarded unchanged.
+Replies (backend -> proxy) are never decoded on the single-shard path: a ``ReplyScanner`` per
+connection only finds where each reply ends, so its exact bytes go back to the client
+(``+OK`` stays ``+OK``). It is resumable — it keeps its position and the counts of the open
+aggregates between reads — so every byte is looked at a bounded number of times however the
+reply is split; runs of short elements (bulks up to 255 bytes, integers, simple strings,
+nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once,
+everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
+attributes, verbatim strings, blob errors, big numbers), because RESP3 clients are served by
+RESP3 backend connections whose replies are forwarded unchanged. Bytes that are not RESP
+raise ``MalformedReply``.
 
 Pure: no asyncio, no sockets.
 """
@@ -60,12 +65,7 @@ CRLF = b"\r\n"
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
 _MINUS = 45  # '-'
-_PLUS = 43  # '+'
-_COLON = 58  # ':'
 _BANG = 33  # '!': RESP3 blob error
-_EQUALS = 61  # '=': RESP3 verbatim string
-_PAIRS = (37, 124)  # '%' map, '|' attribute: two elements per count
-_AGGREGATES = (_STAR, 126, 62)  # '*' array, '~' set, '>' push
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
 _INT_MAX = 2**31 - 1  # Redis refuses multibulk counts above INT_MAX
 UNAUTH_MULTIBULK = 10  # Redis's limits for a client that has not authenticated yet
@@ -463,92 +463,199 @@ def encode_command(args: list[bytes]) -> bytes:
 # ---------------------------------------------------------------- reply scanning
 
 
-def reply_end(buf: bytes | bytearray, pos: int) -> int:
+def _bulk_lengths(longest: int) -> bytes:
+    """A pattern matching the rest of ``$<n>\\r\\n<n bytes>\\r\\n`` after the ``$`` for every
+    n up to ``longest``: a trie over n's digits, so each bulk costs a few byte compares."""
+    trie: dict = {}
+    for n in range(longest + 1):
+        node = trie
+        for digit in str(n):
+            node = node.setdefault(digit, {})
+        node[""] = n
+
+    def alternatives(node: dict) -> str:
+        parts = []
+        for digit, child in sorted(node.items()):
+            if digit:
+                parts.append(digit + alternatives(child))
+            else:
+                parts.append(r"\r\n" + (f".{{{child}}}" if child else "") + r"\r\n")
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+    return alternatives(trie).encode()
+
+
+# One short element that needs no aggregate around it: a bulk of at most 255 bytes (or null),
+# an integer, a simple string or error, and RESP3's null, double and boolean. Each matches
+# exactly the bytes the element-by-element walk in ``_walk`` would give it, only faster.
+_LEAF_TEXT = (rb"(?:\$(?:" + _bulk_lengths(255) + rb"|-1\r\n)|:-?\d+\r\n|[-+][^\r\n]*\r\n"
+              rb"|_\r\n|,[^\r\n]*\r\n|#[tf]\r\n)")
+_LEAF = re.compile(_LEAF_TEXT, re.DOTALL)
+_LEAF_MATCH = _LEAF.match
+_LEAF_FINDALL = _LEAF.findall  # (no capturing group: it returns each element's bytes)
+_LEAF_RUN = re.compile(_LEAF_TEXT + b"*", re.DOTALL).match
+# Exactly n short elements: an aggregate's elements are taken in chunks, so only what is left
+# over (a long bulk, a nested aggregate, the end of the data) is walked in Python.
+_CHUNKS = tuple((n, re.compile(_LEAF_TEXT + b"{%d}" % n, re.DOTALL).match) for n in (32, 8, 2))
+_LENGTH_PREFIXED = b"$!="  # bulk string, blob error, verbatim string
+_AGGREGATES = b"*~>"  # array, set, push: n elements
+_PAIRS = b"%|"  # map, attribute: n pairs (an attribute also takes the reply that follows it)
+_LINES = b"+-:_,#("  # one line each
+
+
+def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
+          line_from: int = 0) -> tuple[int, int, int, int]:
+    """Scan the reply whose open aggregates still miss ``stack`` elements (innermost last;
+    ``[1]``: a whole reply starts at ``pos``).
+
+    Returns ``(end, pos, need, line_from)``: ``end`` >= 0 where the reply ends; or -1 and
+    where to resume — ``pos`` with ``stack`` as updated here, once ``buf`` holds ``need``
+    bytes, looking for the line end from ``line_from`` (so a long line split over many reads
+    is searched once). Raises ``MalformedReply`` on bytes that are not RESP."""
+    size = len(buf)
+    left = stack[-1]
+    while True:
+        while not left:
+            stack.pop()
+            if not stack:
+                return pos, pos, 0, 0
+            left = stack[-1]
+        if line_from <= pos:  # (not inside a long line: the patterns would rescan it)
+            for count, chunk in _CHUNKS:
+                while left >= count and (match := chunk(buf, pos)) is not None:
+                    pos = match.end()
+                    left -= count
+            if left and (match := _LEAF_MATCH(buf, pos)) is not None:
+                pos = match.end()
+                left -= 1
+                continue
+            if not left:
+                continue
+        if pos >= size:
+            stack[-1] = left
+            return -1, pos, size + 1, pos
+        kind = buf[pos]
+        nl = buf.find(CRLF, max(pos, line_from))
+        line_from = 0
+        if nl < 0:
+            if kind not in _LINES and size - pos > 32:  # a length or count: 20 digits at most
+                raise MalformedReply(f"no line end after {bytes(buf[pos:pos + 32])!r}")
+            stack[-1] = left
+            return -1, pos, size + 1, max(size - 1, pos)
+        left -= 1
+        if kind in _LINES:
+            pos = nl + 2
+        elif kind in _LENGTH_PREFIXED:
+            length = _length(buf, pos + 1, nl)
+            if length < 0:
+                pos = nl + 2
+            else:
+                end = nl + length + 4
+                if end > size:
+                    stack[-1] = left + 1
+                    return -1, pos, end, pos
+                if buf[end - 2] != 13 or buf[end - 1] != 10:
+                    raise MalformedReply(f"a {chr(kind)}{length} string not followed by CRLF")
+                pos = end
+        elif kind in _AGGREGATES or kind in _PAIRS:
+            count = _length(buf, pos + 1, nl)
+            pos = nl + 2
+            if kind in _PAIRS:
+                if count < 0:
+                    raise MalformedReply(f"a {chr(kind)} of {count} pairs")
+                count = 2 * count + (kind == 124)  # '|' describes the reply after it
+            if count > 0:
+                stack[-1] = left
+                stack.append(count)
+                left = count
+        else:
+            raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
+
+
+def _length(buf: bytes | bytearray, start: int, end: int) -> int:
+    """A length or count: decimal digits, or -1 (a null)."""
+    text = buf[start:end]
+    if text.isdigit() or text == b"-1":
+        return int(text)
+    raise MalformedReply(f"bad length {bytes(text)!r}")
+
+
+class ReplyScanner:
+    """Cuts one backend connection's byte stream into its replies, exact bytes each.
+
+    Resumable: what a read leaves incomplete is kept with the position reached and the open
+    aggregates' counts, and the next read continues from there — a reply's bytes are each
+    looked at a bounded number of times however the reply is split into reads."""
+
+    __slots__ = ("_buf", "_pos", "_stack", "_need", "_line_from")
+
+    def __init__(self) -> None:
+        self._buf: bytearray | None = None  # the incomplete reply, from its first byte
+        self._pos = 0  # where the scan resumes in _buf
+        self._stack: list[int] = []  # elements the open aggregates still miss
+        self._need = 0  # bytes _buf must hold before the scan can go on
+        self._line_from = 0  # where to go on looking for the end of a line
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf) if self._buf is not None else 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The replies ``data`` completes, in order."""
+        buf = self._buf
+        if buf is None:
+            match = _LEAF_MATCH(data)
+            if match is not None and match.end() == len(data):
+                return [data]  # the common case: one short reply, the whole read
+            return self._scan(data, [])
+        buf += data
+        if len(buf) < self._need:
+            return []
+        end, self._pos, self._need, self._line_from = _walk(
+            buf, self._pos, self._stack, self._line_from)
+        if end < 0:
+            return []
+        self._buf = None
+        if end == len(buf):
+            return [bytes(buf)]
+        with memoryview(buf) as view:
+            first, rest = view[:end].tobytes(), view[end:].tobytes()
+        return self._scan(rest, [first])
+
+    def _scan(self, data: bytes, out: list[bytes]) -> list[bytes]:
+        pos, size = 0, len(data)
+        try:
+            while pos < size:
+                run = _LEAF_RUN(data, pos).end()  # type: ignore[union-attr]  # (always matches)
+                if run > pos:  # short replies back to back: found in C
+                    out += _LEAF_FINDALL(data, pos, run)
+                    if run == size:
+                        break
+                    pos = run
+                stack = [1]
+                end, at, need, line_from = _walk(data, pos, stack)
+                if end < 0:
+                    with memoryview(data) as view:
+                        self._buf = bytearray(view[pos:])
+                    self._pos, self._need = at - pos, need - pos
+                    self._line_from, self._stack = max(line_from - pos, 0), stack
+                    break
+                out.append(data if end - pos == size else data[pos:end])
+                pos = end
+        except MalformedReply as error:
+            error.replies = out  # what came before the bad bytes is still paired
+            raise
+        return out
+
+
+def reply_end(buf: bytes | bytearray, pos: int = 0) -> int:
     """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if it is incomplete.
 
-    Raises ``ValueError`` (``MalformedReply``, or int()'s own for a length that is not a
-    number) when the bytes are not RESP."""
-    nl = buf.find(CRLF, pos)
-    if nl < 0:
-        return -1
-    kind = buf[pos]
-    if kind == _DOLLAR or kind == _BANG or kind == _EQUALS:  # length-prefixed
-        length = int(buf[pos + 1 : nl])
-        if length < 0:
-            return nl + 2
-        end = nl + length + 4
-        return end if end <= len(buf) else -1
-    if kind == _PLUS or kind == _MINUS or kind == _COLON:  # the common one-liners, early
-        return nl + 2
-    if kind in _AGGREGATES or kind in _PAIRS:
-        count = int(buf[pos + 1 : nl])
-        if kind == _STAR and count >= _LONG_ARRAY:
-            measured = _bulk_array_end(buf, pos, nl)
-            if measured is not None:
-                return measured
-        if kind in _PAIRS:
-            count *= 2
-        pos = nl + 2
-        size = len(buf)
-        find = buf.find
-        for _ in range(count):
-            if pos < size and buf[pos] == _DOLLAR:  # inlined: most elements are bulks
-                nl = find(CRLF, pos)
-                if nl < 0:
-                    return -1
-                length = int(buf[pos + 1 : nl])
-                pos = nl + 2 if length < 0 else nl + length + 4
-            else:
-                pos = reply_end(buf, pos)
-                if pos < 0:
-                    return -1
-        if pos > size:
-            return -1
-        if kind == 124:  # an attribute describes the reply that follows it
-            return reply_end(buf, pos)
-        return pos
-    if kind in _ONE_LINERS:  # RESP3's other one-liners
-        return nl + 2
-    raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
-
-
-_ONE_LINERS = frozenset(b"_,#(")
-
-
-# Arrays at least this long are measured by hiredis (C) instead of walked in Python:
-# LRANGE 0 99 reply, 100 x 3 bytes: 19.8 us walked, ~9 us measured (timeit, here).
-_LONG_ARRAY = 32
-# A CRLF followed by a type byte other than '$': some element is not a bulk string (or a
-# payload merely looks like one, which only costs the walk).
-_NOT_ONLY_BULKS = re.compile(rb"\r\n[-+:*%~>_,#(!=|]")
-
-
-def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
-    """End of the array at ``pos`` if it holds only non-null bulk strings; -1 if
-    incomplete; None to fall back to the walk.
-
-    hiredis parses it; the size follows from the elements' lengths because Redis writes every
-    length in canonical decimal; the regex proves every element was a ``$`` bulk.
-    """
-    reader = hiredis.Reader()
-    reader.feed(buf, pos)  # type: ignore[arg-type]  # (hiredis takes any buffer)
-    try:
-        items = reader.gets()
-    except hiredis.ProtocolError:
-        return None
-    if items is False:
-        return -1
-    if type(items) is not list or items.count(None):
-        return None
-    try:
-        lengths = list(map(len, items))  # (a nested array passes here; the regex stops it)
-    except TypeError:  # integers, doubles, booleans: not bulks
-        return None
-    digits = len(str(lengths)) - 2 * len(lengths)  # "[3, 12]": digits + ", " each + "[]"
-    end = nl + 2 + sum(lengths) + 5 * len(lengths) + digits
-    if _NOT_ONLY_BULKS.search(buf, pos, end):
-        return None
-    return end
+    Raises ``MalformedReply`` when the bytes are not RESP."""
+    match = _LEAF_MATCH(buf, pos)
+    if match is not None:
+        return match.end()
+    return _walk(buf, pos, [1])[0]
 
 
 def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:
