@@ -235,6 +235,33 @@ def reply_end_lrange_100() -> Callable[[], object]:
     return lambda: resp.reply_end(buf, 0)
 
 
+def _scan(buf: bytes, replies: int) -> Callable[[], object]:
+    """What a backend connection does with one read holding ``replies`` whole replies."""
+    scanner = resp.ReplyScanner()
+    assert len(scanner.feed(buf)) == replies
+    return lambda: scanner.feed(buf)
+
+
+def scan_ok() -> Callable[[], object]:
+    return _scan(resp.OK, 1)
+
+
+def scan_bulk() -> Callable[[], object]:
+    return _scan(resp.bulk(b"xxx"), 1)
+
+
+def scan_16_pipelined() -> Callable[[], object]:
+    return _scan(resp.bulk(b"xxx") * 16, 16)
+
+
+def scan_mget_10() -> Callable[[], object]:
+    return _scan(resp.array([resp.bulk(b"xxx")] * 10), 1)
+
+
+def scan_lrange_100() -> Callable[[], object]:
+    return _scan(resp.array([resp.bulk(b"xxx")] * 100), 1)
+
+
 # ------------------------------------------------------------------ request framing (to redis)
 
 
@@ -270,6 +297,11 @@ CASES: tuple[Case, ...] = (
     Case("reply_end_16_pipelined", 16, "reply", reply_end_16_pipelined),
     Case("reply_end_mget_10", 1, "reply", reply_end_mget_10),
     Case("reply_end_lrange_100", 1, "reply", reply_end_lrange_100),
+    Case("scan_ok", 1, "reply", scan_ok),
+    Case("scan_bulk", 1, "reply", scan_bulk),
+    Case("scan_16_pipelined", 16, "reply", scan_16_pipelined),
+    Case("scan_mget_10", 1, "reply", scan_mget_10),
+    Case("scan_lrange_100", 1, "reply", scan_lrange_100),
     Case("encode_get", 1, "cmd", encode_get),
     Case("encode_set", 1, "cmd", encode_set),
     Case("encode_mget_5", 1, "cmd", encode_mget_5),

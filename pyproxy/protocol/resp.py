@@ -1,35 +1,55 @@
 """RESP on the wire: client requests in, backend reply boundaries, reply framing out.
 
-Requests (client -> proxy) are parsed by ``RequestParser``:
+Requests (client -> proxy) are parsed by ``RequestParser``, which accepts exactly what Redis's
+``processInputBuffer`` accepts (``networking.c``) and refuses the rest with Redis's error text:
 
-* Fast path: hiredis parses whole ``*N`` frames in C. It is used only while no partial
-  frame is pending, so hiredis never holds more than one read's worth of bytes. Its results
-  count only when the read ended exactly on a frame boundary, which a sentinel ``*0\r\n``
-  fed after the frames proves (hiredis answers ``[]`` for it only between frames; it has no
-  other way to tell "between frames" from "inside one").
-* Slow path: when a read ends inside a frame (or a frame is inline, or hiredis objects),
-  the bytes after the last frame hiredis completed are handled by a resumable pure-Python
-  parser that checks every declared length against the limits *before* buffering the body,
-  so ``$99999999999`` is refused at once and memory per client stays bounded by
-  ``max_bulk_length``. The hand-over point is the sum of the completed frames' sizes as
-  ``$``-framed requests, which is exact when no element used another type (no ``\r\n``
-  followed by ``+ ( = |`` in the read; otherwise each frame is re-encoded and compared with
-  the bytes read, and on a mismatch the whole read is re-parsed by the slow path, which is
-  the authority).
-* hiredis accepts request elements Redis refuses: ``:1``, ``$-1``, nested arrays arrive as
-  non-``bytes`` objects and the client answers the first such command with
-  ``element_error`` and closes (so nothing parsed after it matters); ``+x`` arrives as the
-  bytes it spells and is served like ``$``-framed bytes when a whole read parses.
-* Inline commands (``PING\\r\\n``) are split the way Redis's ``sdssplitargs`` does.
-* Elements that parsed are handed over as ``list[bytes]``; a protocol error is returned as a
-  ``ProtocolError`` instance *after* the commands that preceded it, so those still run
-  (Redis does the same) and the caller then replies with the error and closes.
+* Every frame is ``*N`` followed by N ``$``-framed bulk strings. Any other element type (a
+  nested array, ``:1``, ``+x``, ``$-1``, ...) is ``expected '$', got 'X'`` — a protocol error
+  before any of that frame is handed over, and nothing after it is ever parsed. A line that
+  does not start with ``*`` is an inline command, split as Redis's ``sdssplitargs`` splits it.
+* Limits are checked on the headers, before the bytes they announce are buffered: a count
+  over ``max_multibulk`` (or 2^31 - 1) is ``invalid multibulk length``, a bulk over
+  ``max_bulk`` ``invalid bulk length``, a frame whose bulks add up to more than ``max_request``
+  ``too big request`` (Redis closes such a client without a reply), a header or inline line
+  over 64 KB ``too big ... string`` / ``too big inline request``. Before the client has
+  authenticated, Redis's tighter limits hold: at most 10 elements (``unauthenticated multibulk
+  length``) of at most 16 KB each (``unauthenticated bulk length``). Memory held per client is
+  therefore bounded by the limits, however the bytes are split into reads.
+* The pure-Python parser below is the authority: resumable (a frame split over reads is
+  picked up where it stopped), it finds a header's end at its first ``\\r`` and skips the two
+  bytes after a bulk body unchecked (both as Redis does). One difference: a NUL is a byte like
+  any other here, while Redis's ``strchr`` stops at it, so for Redis a line holding one never
+  ends (until 64 KB, then ``too big ...``); the proxy reads that line.
+* Fast path, for authenticated clients: hiredis parses the frames of a read in C, but only
+  where it cannot misjudge them. Before: no count of 4 or more digits (so hiredis never
+  allocates for a huge count, nested or not; a frame of 1000+ elements is the Python
+  parser's). After: a sentinel ``*0\r\n`` fed behind the bytes proves that they ended on a
+  frame boundary (hiredis answers ``[]`` for it only between frames); joining every element
+  proves each is ``bytes`` (not a nested array, an integer, a null, ...); and every byte of
+  ``+ ( = ~ | > %`` in the read must lie inside those bulks (counted in both), which rules
+  out the element types hiredis also hands over as bytes (``+x``, ``(1``, ``=...``) and the
+  aggregates it could take for a frame. So every element was a ``$`` bulk and every frame a
+  ``*`` array, and the frames' canonical sizes are exactly the bytes they took. A read that
+  ends inside a frame hands the bytes after its complete frames (that exact offset; usually
+  found by cutting at its last ``\r\n*``) to the Python parser, which hands back to hiredis
+  at the first frame boundary after new bytes completed the open frame. Anything else goes to
+  the Python parser whole.
+* ``feed`` returns the commands (``list[bytes]``, an empty list for ``*0``) and at most one
+  ``ProtocolError``, last: the commands before it still run (Redis does the same) and the
+  caller then replies with the error and closes. Before AUTH it returns one command at a time
+  (``more`` says whether to ask again), because the next command's limits depend on whether
+  this one authenticated the client.
 
-Replies (backend -> proxy) are never decoded on the single-shard path: ``reply_end`` only
-finds where a reply ends so its exact bytes go back to the client (``+OK`` stays ``+OK``).
-It knows RESP3 too (maps, sets, nulls, doubles, booleans, big numbers, blob errors,
-verbatim strings, attributes), because RESP3 clients are served by RESP3 backend
-connections whose replies are forwarded unchanged.
+Replies (backend -> proxy) are never decoded on the single-shard path: a ``ReplyScanner`` per
+connection only finds where each reply ends, so its exact bytes go back to the client
+(``+OK`` stays ``+OK``). It is resumable — it keeps its position and the counts of the open
+aggregates between reads — so every byte is looked at a bounded number of times however the
+reply is split; runs of short elements (bulks up to 255 bytes, integers, simple strings,
+nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once,
+everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
+attributes, verbatim strings, blob errors, big numbers), because RESP3 clients are served by
+RESP3 backend connections whose replies are forwarded unchanged. Bytes that are not RESP
+raise ``MalformedReply``.
 
 Pure: no asyncio, no sockets.
 """
@@ -37,23 +57,27 @@ Pure: no asyncio, no sockets.
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 import hiredis
 
 CRLF = b"\r\n"
 _STAR = 42  # '*'
 _DOLLAR = 36  # '$'
-_PLUS = 43  # '+'
 _MINUS = 45  # '-'
-_COLON = 58  # ':'
 _BANG = 33  # '!': RESP3 blob error
-_EQUALS = 61  # '=': RESP3 verbatim string
-_PAIRS = (37, 124)  # '%' map, '|' attribute: two elements per count
-_AGGREGATES = (_STAR, 126, 62)  # '*' array, '~' set, '>' push
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
+_INT_MAX = 2**31 - 1  # Redis refuses multibulk counts above INT_MAX
+UNAUTH_MULTIBULK = 10  # Redis's limits for a client that has not authenticated yet
+UNAUTH_BULK = 16 * 1024
+MAX_REQUEST = 1024 * 1024 * 1024  # Redis's client-query-buffer-limit default
 _SENTINEL = b"*0\r\n"  # an empty request: hiredis returns [] for it only between frames
-# Element types hiredis turns into bytes although a request frame would use '$' for them.
-_OTHER_TYPES = (b"\r\n+", b"\r\n(", b"\r\n=", b"\r\n|")
+# The bytes of "+(=~|>%" must all be inside bulk strings for hiredis's frames to count (see
+# the module docstring): this table turns them into '!' and every other byte into '.'.
+_SUSPECTS = bytes(33 if c in b"+(=~|>%" else 46 for c in range(256))
+# The other aggregates hiredis knows become '*' here (and '*' itself '.'), digits stay.
+_OTHER_AGGREGATES = bytes(42 if c in b"~>%|" else c if 48 <= c <= 57 else 46 for c in range(256))
+_FOUR_DIGIT_COUNT = re.compile(rb"\*\d{4}").search
 
 
 class ProtocolError(Exception):
@@ -65,208 +89,314 @@ class ProtocolError(Exception):
 
 
 class MalformedReply(ValueError):
-    """A backend sent bytes that are not a RESP reply (the connection's pairing is lost)."""
+    """A backend sent bytes that are not a RESP reply (the connection's pairing is lost).
+
+    ``replies`` are the complete replies that came before those bytes in the same read."""
+
+    def __init__(self, message: str, replies: list[bytes] | None = None):
+        super().__init__(message)
+        self.replies: list[bytes] = replies or []
 
 
 # ---------------------------------------------------------------- request parsing
 
 
-def frame_size(args: list[bytes]) -> int:
-    """Bytes a request frame of bulk strings occupies on the wire."""
-    size = 3 + len(str(len(args))) + 5 * len(args)
-    for arg in args:
-        n = len(arg)
-        size += n + (1 if n < 10 else 2 if n < 100 else len(str(n)))
-    return size
-
-
 class RequestParser:
     """Turns a client's byte stream into commands (``list[bytes]``) and protocol errors."""
 
-    __slots__ = ("_reader", "_carry", "_args", "_left", "max_bulk", "max_multibulk",
-                 "_check_above")
+    __slots__ = ("_reader", "_buf", "_python_only", "_args", "_left", "_bulk", "_total",
+                 "_broken", "more", "max_bulk", "max_multibulk", "max_request", "_fast_max",
+                 "_count_digits", "_big_count")
 
-    def __init__(self, max_bulk: int = 512 * 1024 * 1024, max_multibulk: int = 1024 * 1024):
+    def __init__(self, max_bulk: int = 512 * 1024 * 1024, max_multibulk: int = 1024 * 1024,
+                 max_request: int = MAX_REQUEST):
         self._reader = hiredis.Reader()
-        self._carry: bytearray | None = None  # slow-path bytes not yet parsed
-        self._args: list[bytes] | None = None  # slow path: elements of the open frame
-        self._left = 0  # slow path: elements still missing from the open frame
+        self._buf: bytearray | None = None  # bytes the Python parser has not consumed
+        self._python_only = 0  # leading bytes of _buf never to be handed back to hiredis
+        self._args: list[bytes] | None = None  # the open frame's elements so far
+        self._left = 0  # elements the open frame still misses
+        self._bulk = -1  # length of the element whose header was read, or -1
+        self._total = 0  # bulk bytes the open frame has announced
+        self._broken = False  # a protocol error was returned: nothing more is parsed
+        self.more = False  # before AUTH: complete commands may still be buffered
         self.max_bulk = max_bulk
         self.max_multibulk = max_multibulk
-        # A read this small cannot hold a frame over either limit (an element takes at least
-        # 3 bytes), so hiredis's frames need no check: with the defaults, none ever does.
-        self._check_above = min(max_bulk, 3 * max_multibulk)
+        self.max_request = max_request
+        # A read no longer than this cannot hold a bulk or a frame over the limits.
+        self._fast_max = min(max_bulk, max_request)
+        # Counts hiredis may see have fewer digits than this: at most 999, and within the limit.
+        self._count_digits = min(4, len(str(max_multibulk)))
+        self._big_count = re.compile(rb"\*\d{%d}" % self._count_digits).search
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._carry) if self._carry is not None else 0
+        return len(self._buf) if self._buf is not None else 0
 
-    def feed(self, data: bytes) -> list[list[bytes] | ProtocolError]:
-        if self._carry is not None:
-            self._carry += data
-            return self._slow([])
-        if data[0] != _STAR:
-            self._carry = bytearray(data)
-            return self._slow([])
+    def feed(self, data: bytes, authenticated: bool = True) -> list[list[bytes] | ProtocolError]:
+        """The commands completed by ``data``; before AUTH (``authenticated`` False) at most
+        one, the rest of the bytes kept for the next call (``more`` is then True)."""
+        if self._buf is not None:
+            self._buf += data
+            return self._python([], authenticated)
+        if authenticated:
+            return self._fast(data, [])
+        if data:
+            self._buf = bytearray(data)
+            self._python_only = len(data)
+            return self._python([], False)
+        return []
+
+    def _fast(self, data: bytes, out: list) -> list[list[bytes] | ProtocolError]:
+        """Parse the frames of ``data`` (nothing buffered before it) with hiredis, if it
+        cannot misjudge them; else, or for what follows a frame left open, the Python parser."""
+        if not data or data[0] != _STAR or len(data) > self._fast_max:
+            return self._python_for(data, out)
+        if data.count(42) == 1:  # one '*': the header at 0 must end within the digits allowed
+            if data.find(13, 1, self._count_digits + 1) < 0:
+                return self._python_for(data, out)
+        elif self._big_count(data) is not None:
+            return self._python_for(data, out)
+        marks = data.translate(_SUSPECTS)
+        suspects = marks if 33 in marks else None
+        if suspects is not None and _big_aggregate(data):  # hiredis would allocate for it too
+            return self._python_for(data, out)
+        if data[-1] != 10:  # it ends inside a frame: likely the last "\r\n*" one
+            cut = data.rfind(b"\r\n*") + 2
+            if cut < 2:
+                return self._python_for(data, out)
+            parsed = self._hiredis(data, cut, suspects)
+            if parsed is not None and parsed[1]:  # cut is a frame boundary
+                out += parsed[0]
+                with memoryview(data) as view:
+                    return self._python_for(view[cut:], out)
+        parsed = self._hiredis(data, len(data), suspects)
+        if parsed is None:
+            return self._python_for(data, out)
+        frames, whole = parsed
+        out += frames
+        if whole:
+            return out
+        with memoryview(data) as view:  # the frame hiredis left open, at its exact offset
+            return self._python_for(view[_frames_size(frames) :], out)
+
+    def _hiredis(self, data: bytes, end: int,
+                 suspects: bytes | None) -> tuple[list[list[bytes]], bool] | None:
+        """The frames hiredis completes in ``data[:end]`` and whether they end exactly there;
+        None if they are not what Redis would read (see the module docstring)."""
         reader = self._reader
-        out: list[list[bytes] | ProtocolError] = []
         try:
-            reader.feed(data)
-            while (cmd := reader.gets()) is not False:
-                if type(cmd) is not list:  # a non-array frame: Redis reads it as inline
-                    return self._resume_slow(data, out)
-                out.append(cmd)
-            reader.feed(_SENTINEL)
-            if reader.gets() == []:  # hiredis was between frames: every frame is complete
-                if len(data) > self._check_above:
-                    self._cut_at_limits(out)
-                return out
-        except Exception:  # hiredis.ProtocolError; MemoryError for counts like *4294967295
-            pass
-        return self._resume_slow(data, out)
-
-    def _resume_slow(self, data: bytes, out: list) -> list[list[bytes] | ProtocolError]:
-        """Hand the bytes after the frames hiredis completed to the slow path."""
-        self._reader = hiredis.Reader()
-        if len(data) > self._check_above and self._cut_at_limits(out):
-            return out
-        try:
-            if any(mark in data for mark in _OTHER_TYPES):  # maybe not all '$': check frames
-                offset = 0
-                for cmd in out:
-                    frame = encode_command(cmd)
-                    if not data.startswith(frame, offset):  # not as Redis frames it: re-parse
-                        self._carry = bytearray(data)
-                        return self._slow([])
-                    offset += len(frame)
+            if end == len(data):
+                reader.feed(data)
             else:
-                offset = sum(map(frame_size, out))
-        except TypeError:  # a non-bulk element: the client stops at that command anyway
-            return out
-        self._carry = bytearray(data[offset:])
-        return self._slow(out)
+                reader.feed(data, 0, end)
+            frame = reader.gets()
+            if frame is not False and not reader.has_data():  # one whole frame: the usual
+                frames, whole = [frame], True
+                bodies = b"".join(frame)  # TypeError unless every element is bytes
+            else:
+                frames = [] if frame is False else [frame]
+                while (frame := reader.gets()) is not False:
+                    frames.append(frame)
+                reader.feed(_SENTINEL)
+                try:  # [] only between frames: the sentinel proves where hiredis stopped
+                    whole = reader.gets() == []
+                except hiredis.ProtocolError:  # the bytes ended inside a header line
+                    whole = False
+                bodies = b"".join(map(b"".join, frames))  # (TypeError likewise)
+        except (hiredis.ProtocolError, TypeError):
+            self._reader = hiredis.Reader()
+            return None
+        if not whole:
+            self._reader = hiredis.Reader()  # it holds part of a frame (and the sentinel)
+        if suspects is not None:  # each byte of "+(=~|>%" must be inside a bulk string
+            taken = end if whole else _frames_size(frames)
+            if suspects.count(33, 0, taken) != bodies.translate(_SUSPECTS).count(33):
+                return None
+        return frames, whole
 
-    def _cut_at_limits(self, out: list) -> bool:
-        """Replace the first frame of ``out`` over a limit, and all after it, by its error."""
-        for i, cmd in enumerate(out):
-            if len(cmd) > self.max_multibulk:
-                out[i:] = [ProtocolError("invalid multibulk length")]
-                return True
-            if any(len(arg) > self.max_bulk for arg in cmd if type(arg) is bytes):
-                out[i:] = [ProtocolError("invalid bulk length")]
-                return True
-        return False
+    def _python_for(self, data: bytes | memoryview, out: list) -> list:
+        """Give ``data`` (nothing buffered before it) to the Python parser, all of it: it
+        hands back to hiredis only at a frame boundary after new bytes arrived."""
+        self._buf = bytearray(data)
+        self._python_only = len(self._buf)
+        return self._python(out, True) if self._buf else out
 
-    def _slow(self, out: list) -> list[list[bytes] | ProtocolError]:
-        buf = self._carry
+    def _python(self, out: list, authenticated: bool) -> list[list[bytes] | ProtocolError]:
+        buf = self._buf
         assert buf is not None
-        pos = 0
+        self.more = False
+        if self._broken:
+            buf.clear()
+            return out
+        pos, size = 0, len(buf)
         try:
-            while pos < len(buf):
+            while pos < size:
                 if self._args is None:
                     if buf[pos] != _STAR:
                         end = self._inline(buf, pos, out)
                         if end < 0:
                             break
                         pos = end
+                        if not authenticated and out:
+                            self.more = pos < size
+                            break
                         continue
-                    nl = buf.find(CRLF, pos)
-                    if nl < 0:
-                        if len(buf) - pos > INLINE_MAX:
-                            raise ProtocolError("too big mbulk count string")
+                    if authenticated and pos >= self._python_only:  # back to hiredis
+                        with memoryview(buf) as view:
+                            rest = bytes(view[pos:])
+                        self._buf = None
+                        return self._fast(rest, out)
+                    end = self._header(buf, pos, authenticated)
+                    if end < 0:
                         break
-                    count = _parse_int(buf, pos + 1, nl, "invalid multibulk length")
-                    if count > self.max_multibulk:
-                        raise ProtocolError("invalid multibulk length")
-                    pos = nl + 2
-                    if count <= 0:  # Redis ignores empty and null multibulks
+                    pos = end
+                    if self._args is None:  # an empty or null multibulk: Redis ignores it
                         continue
-                    self._args, self._left = [], count
-                pos = self._elements(buf, pos)
+                pos = self._elements(buf, pos, authenticated)
                 if self._left:
                     break
                 out.append(self._args)
                 self._args = None
+                if not authenticated:
+                    self.more = pos < size
+                    break
         except ProtocolError as error:
             out.append(error)
-            self._carry = bytearray()
+            self._broken = True
             self._args = None
+            buf.clear()
             return out
         del buf[:pos]
+        self._python_only = max(self._python_only - pos, 0)
         if not buf and self._args is None:
-            self._carry = None  # back to the fast path
+            self._buf = None  # between frames with nothing buffered: the fast path again
         return out
 
-    def _elements(self, buf: bytearray, pos: int) -> int:
-        """Parse complete bulk elements of the open frame; return the new position."""
+    def _header(self, buf: bytearray, pos: int, authenticated: bool) -> int:
+        """Read a ``*N`` header; open the frame if N > 0. The position after it, or -1."""
+        cr = _line_end(buf, pos, "too big mbulk count string")
+        if cr < 0:
+            return -1
+        count = _string2ll(buf, pos + 1, cr)
+        if count is None or count > _INT_MAX:
+            raise ProtocolError("invalid multibulk length")
+        if not authenticated and count > UNAUTH_MULTIBULK:
+            raise ProtocolError("unauthenticated multibulk length")
+        if count > self.max_multibulk:
+            raise ProtocolError("invalid multibulk length")
+        if count > 0:
+            self._args, self._left, self._bulk, self._total = [], count, -1, 0
+        return cr + 2
+
+    def _elements(self, buf: bytearray, pos: int, authenticated: bool) -> int:
+        """Parse the open frame's elements that are complete; return the new position."""
         args = self._args
         assert args is not None
         size = len(buf)
-        while self._left and pos < size:
-            if buf[pos] != _DOLLAR:
-                raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-            nl = buf.find(CRLF, pos)
-            if nl < 0:
-                if size - pos > INLINE_MAX:
-                    raise ProtocolError("too big bulk count string")
-                break
-            length = _parse_int(buf, pos + 1, nl, "invalid bulk length")
-            if length < 0 or length > self.max_bulk:
-                raise ProtocolError("invalid bulk length")
-            end = nl + 2 + length
+        left, bulk, total = self._left, self._bulk, self._total
+        largest = self.max_bulk if authenticated else min(self.max_bulk, UNAUTH_BULK)
+        find = buf.find
+        while left:
+            if bulk < 0:
+                cr = find(b"\r", pos)
+                text = buf[pos + 1 : cr] if pos < cr < size - 1 and buf[pos] == _DOLLAR else b""
+                if text.isdigit() and (text[0] != 48 or len(text) == 1) and len(text) < 19:
+                    bulk = int(text)  # the usual header: "$" and a short canonical number
+                else:
+                    cr = _line_end(buf, pos, "too big bulk count string")
+                    if cr < 0:
+                        break
+                    if buf[pos] != _DOLLAR:
+                        raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+                    length = _string2ll(buf, pos + 1, cr)
+                    if length is None or length < 0:
+                        raise ProtocolError("invalid bulk length")
+                    bulk = length
+                if bulk > largest:
+                    raise ProtocolError("invalid bulk length" if bulk > self.max_bulk
+                                        else "unauthenticated bulk length")
+                total += bulk
+                if total > self.max_request:
+                    raise ProtocolError("too big request")
+                pos = cr + 2
+            end = pos + bulk
             if end + 2 > size:
                 break
-            # The two bytes after the body are skipped unchecked, as Redis and hiredis do.
-            args.append(bytes(buf[nl + 2 : end]))
-            pos = end + 2
-            self._left -= 1
+            if bulk < 4096:
+                args.append(bytes(buf[pos:end]))
+            else:  # one copy, not two
+                with memoryview(buf) as view:
+                    args.append(view[pos:end].tobytes())
+            pos, bulk, left = end + 2, -1, left - 1  # the two bytes after it: unchecked
+        self._left, self._bulk, self._total = left, bulk, total
         return pos
 
     def _inline(self, buf: bytearray, pos: int, out: list) -> int:
+        """Parse one inline command line; the position after it, or -1 if incomplete."""
         nl = buf.find(b"\n", pos)
+        if nl < 0 and len(buf) - pos > INLINE_MAX or nl - pos > INLINE_MAX:
+            raise ProtocolError("too big inline request")
         if nl < 0:
-            if len(buf) - pos > INLINE_MAX:
-                raise ProtocolError("too big inline request")
             return -1
-        line = bytes(buf[pos:nl]).rstrip(b"\r")
-        args = split_inline(line)
+        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # one '\r' before '\n'
+        args = split_inline(bytes(buf[pos:end]))
         if args:
             out.append(args)
         return nl + 1
 
 
-def _parse_int(buf: bytearray, start: int, end: int, message: str) -> int:
-    """A length as Redis's ``string2ll`` reads it: optional '-', digits, no leading zero."""
-    digits = bytes(buf[start:end])
-    body = digits[1:] if digits[:1] == b"-" else digits
-    if not body.isdigit() or len(body) > 18 or (body[0] == 48 and len(body) > 1):
-        raise ProtocolError(message)
-    return int(digits)
+def _big_aggregate(data: bytes) -> bool:
+    """Whether a set, map, push or attribute header of 4 or more digits may be in ``data``."""
+    return _FOUR_DIGIT_COUNT(data.translate(_OTHER_AGGREGATES)) is not None
 
 
-def element_error(cmd: list) -> ProtocolError:
-    """The error Redis gives for the first element of ``cmd`` that is not a bulk string."""
-    for arg in cmd:
-        if type(arg) is not bytes:
-            if arg is None:  # $-1 (or RESP3 _)
-                return ProtocolError("invalid bulk length")
-            return ProtocolError(f"expected '$', got '{_TYPE_CHARS.get(type(arg), '?')}'")
-    return ProtocolError("expected '$'")
+def _line_end(buf: bytearray, pos: int, too_big: str) -> int:
+    """Where the header line at ``pos`` ends: its first ``\\r``, as Redis finds it, once the
+    byte after it (skipped unchecked) has arrived; -1 until then. A line over 64 KB is
+    ``too_big`` — also when its end is already there, so the answer does not depend on how
+    the bytes were split."""
+    cr = buf.find(b"\r", pos)
+    if cr < 0 and len(buf) - pos > INLINE_MAX or cr - pos > INLINE_MAX:
+        raise ProtocolError(too_big)
+    if cr < 0 or cr + 1 >= len(buf):
+        return -1
+    return cr
 
 
-_TYPE_CHARS = {int: ":", list: "*", float: ",", bool: "#", dict: "%", set: "~",
-               hiredis.ReplyError: "-"}
+def _string2ll(buf: bytearray, start: int, end: int) -> int | None:
+    """``buf[start:end]`` as Redis's ``string2ll`` reads it (an optional '-', digits, no
+    leading zero, within a long long), or None."""
+    text = bytes(buf[start:end])
+    if text == b"0":
+        return 0
+    digits = text[1:] if text[:1] == b"-" else text
+    if not digits.isdigit() or digits[0] == 48 or len(digits) > 19:
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
+def _frames_size(frames: list[list[bytes]]) -> int:
+    """Bytes these frames of bulk strings take on the wire, written as Redis clients do."""
+    counts = list(map(len, frames))
+    lengths = list(map(len, chain.from_iterable(frames)))
+    numbers = len(counts) + len(lengths)
+    digits = len(b"%d" * numbers % (*counts, *lengths))  # all the decimals, formatted in C
+    return 3 * len(counts) + 5 * len(lengths) + sum(lengths) + digits
+
+
+_BLANKS = b" \t\n\v\f\r"  # C's isspace(): what separates arguments and may follow a quote
+_TOKEN_ENDS = b" \t\n\r"  # what ends an unquoted argument in sdssplitargs (not \v or \f)
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
 
 
 def split_inline(line: bytes) -> list[bytes]:
-    """Split an inline command like Redis's ``sdssplitargs`` (quotes and escapes)."""
+    """Split an inline command exactly as Redis's ``sdssplitargs`` (quotes and escapes); a
+    NUL is an ordinary byte (Redis never gets that far with one: see the module docstring)."""
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:
-        while i < n and line[i] in b" \t\n\r\v\f":
+        while i < n and line[i] in _BLANKS:
             i += 1
         if i >= n:
             return args
@@ -274,7 +404,7 @@ def split_inline(line: bytes) -> list[bytes]:
         quote = 0
         while True:
             if quote == 0:
-                if i >= n or line[i] in b" \t\n\r\v\f":
+                if i >= n or line[i] in _TOKEN_ENDS:
                     break
                 if line[i] in b"\"'":
                     quote = line[i]
@@ -296,7 +426,7 @@ def split_inline(line: bytes) -> list[bytes]:
                 i += 2
             elif c == quote:
                 i += 1
-                if i < n and line[i] not in b" \t\n\r\v\f":
+                if i < n and line[i] not in _BLANKS:
                     raise ProtocolError("unbalanced quotes in request")
                 quote = 0
                 break
@@ -333,92 +463,199 @@ def encode_command(args: list[bytes]) -> bytes:
 # ---------------------------------------------------------------- reply scanning
 
 
-def reply_end(buf: bytes | bytearray, pos: int) -> int:
+def _bulk_lengths(longest: int) -> bytes:
+    """A pattern matching the rest of ``$<n>\\r\\n<n bytes>\\r\\n`` after the ``$`` for every
+    n up to ``longest``: a trie over n's digits, so each bulk costs a few byte compares."""
+    trie: dict = {}
+    for n in range(longest + 1):
+        node = trie
+        for digit in str(n):
+            node = node.setdefault(digit, {})
+        node[""] = n
+
+    def alternatives(node: dict) -> str:
+        parts = []
+        for digit, child in sorted(node.items()):
+            if digit:
+                parts.append(digit + alternatives(child))
+            else:
+                parts.append(r"\r\n" + (f".{{{child}}}" if child else "") + r"\r\n")
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+    return alternatives(trie).encode()
+
+
+# One short element that needs no aggregate around it: a bulk of at most 255 bytes (or null),
+# an integer, a simple string or error, and RESP3's null, double and boolean. Each matches
+# exactly the bytes the element-by-element walk in ``_walk`` would give it, only faster.
+_LEAF_TEXT = (rb"(?:\$(?:" + _bulk_lengths(255) + rb"|-1\r\n)|:-?\d+\r\n|[-+][^\r\n]*\r\n"
+              rb"|_\r\n|,[^\r\n]*\r\n|#[tf]\r\n)")
+_LEAF = re.compile(_LEAF_TEXT, re.DOTALL)
+_LEAF_MATCH = _LEAF.match
+_LEAF_FINDALL = _LEAF.findall  # (no capturing group: it returns each element's bytes)
+_LEAF_RUN = re.compile(_LEAF_TEXT + b"*", re.DOTALL).match
+# Exactly n short elements: an aggregate's elements are taken in chunks, so only what is left
+# over (a long bulk, a nested aggregate, the end of the data) is walked in Python.
+_CHUNKS = tuple((n, re.compile(_LEAF_TEXT + b"{%d}" % n, re.DOTALL).match) for n in (32, 8, 2))
+_LENGTH_PREFIXED = b"$!="  # bulk string, blob error, verbatim string
+_AGGREGATES = b"*~>"  # array, set, push: n elements
+_PAIRS = b"%|"  # map, attribute: n pairs (an attribute also takes the reply that follows it)
+_LINES = b"+-:_,#("  # one line each
+
+
+def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
+          line_from: int = 0) -> tuple[int, int, int, int]:
+    """Scan the reply whose open aggregates still miss ``stack`` elements (innermost last;
+    ``[1]``: a whole reply starts at ``pos``).
+
+    Returns ``(end, pos, need, line_from)``: ``end`` >= 0 where the reply ends; or -1 and
+    where to resume — ``pos`` with ``stack`` as updated here, once ``buf`` holds ``need``
+    bytes, looking for the line end from ``line_from`` (so a long line split over many reads
+    is searched once). Raises ``MalformedReply`` on bytes that are not RESP."""
+    size = len(buf)
+    left = stack[-1]
+    while True:
+        while not left:
+            stack.pop()
+            if not stack:
+                return pos, pos, 0, 0
+            left = stack[-1]
+        if line_from <= pos:  # (not inside a long line: the patterns would rescan it)
+            for count, chunk in _CHUNKS:
+                while left >= count and (match := chunk(buf, pos)) is not None:
+                    pos = match.end()
+                    left -= count
+            if left and (match := _LEAF_MATCH(buf, pos)) is not None:
+                pos = match.end()
+                left -= 1
+                continue
+            if not left:
+                continue
+        if pos >= size:
+            stack[-1] = left
+            return -1, pos, size + 1, pos
+        kind = buf[pos]
+        nl = buf.find(CRLF, max(pos, line_from))
+        line_from = 0
+        if nl < 0:
+            if kind not in _LINES and size - pos > 32:  # a length or count: 20 digits at most
+                raise MalformedReply(f"no line end after {bytes(buf[pos:pos + 32])!r}")
+            stack[-1] = left
+            return -1, pos, size + 1, max(size - 1, pos)
+        left -= 1
+        if kind in _LINES:
+            pos = nl + 2
+        elif kind in _LENGTH_PREFIXED:
+            length = _length(buf, pos + 1, nl)
+            if length < 0:
+                pos = nl + 2
+            else:
+                end = nl + length + 4
+                if end > size:
+                    stack[-1] = left + 1
+                    return -1, pos, end, pos
+                if buf[end - 2] != 13 or buf[end - 1] != 10:
+                    raise MalformedReply(f"a {chr(kind)}{length} string not followed by CRLF")
+                pos = end
+        elif kind in _AGGREGATES or kind in _PAIRS:
+            count = _length(buf, pos + 1, nl)
+            pos = nl + 2
+            if kind in _PAIRS:
+                if count < 0:
+                    raise MalformedReply(f"a {chr(kind)} of {count} pairs")
+                count = 2 * count + (kind == 124)  # '|' describes the reply after it
+            if count > 0:
+                stack[-1] = left
+                stack.append(count)
+                left = count
+        else:
+            raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
+
+
+def _length(buf: bytes | bytearray, start: int, end: int) -> int:
+    """A length or count: decimal digits, or -1 (a null)."""
+    text = buf[start:end]
+    if text.isdigit() or text == b"-1":
+        return int(text)
+    raise MalformedReply(f"bad length {bytes(text)!r}")
+
+
+class ReplyScanner:
+    """Cuts one backend connection's byte stream into its replies, exact bytes each.
+
+    Resumable: what a read leaves incomplete is kept with the position reached and the open
+    aggregates' counts, and the next read continues from there — a reply's bytes are each
+    looked at a bounded number of times however the reply is split into reads."""
+
+    __slots__ = ("_buf", "_pos", "_stack", "_need", "_line_from")
+
+    def __init__(self) -> None:
+        self._buf: bytearray | None = None  # the incomplete reply, from its first byte
+        self._pos = 0  # where the scan resumes in _buf
+        self._stack: list[int] = []  # elements the open aggregates still miss
+        self._need = 0  # bytes _buf must hold before the scan can go on
+        self._line_from = 0  # where to go on looking for the end of a line
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf) if self._buf is not None else 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The replies ``data`` completes, in order."""
+        buf = self._buf
+        if buf is None:
+            match = _LEAF_MATCH(data)
+            if match is not None and match.end() == len(data):
+                return [data]  # the common case: one short reply, the whole read
+            return self._scan(data, [])
+        buf += data
+        if len(buf) < self._need:
+            return []
+        end, self._pos, self._need, self._line_from = _walk(
+            buf, self._pos, self._stack, self._line_from)
+        if end < 0:
+            return []
+        self._buf = None
+        if end == len(buf):
+            return [bytes(buf)]
+        with memoryview(buf) as view:
+            first, rest = view[:end].tobytes(), view[end:].tobytes()
+        return self._scan(rest, [first])
+
+    def _scan(self, data: bytes, out: list[bytes]) -> list[bytes]:
+        pos, size = 0, len(data)
+        try:
+            while pos < size:
+                run = _LEAF_RUN(data, pos).end()  # type: ignore[union-attr]  # (always matches)
+                if run > pos:  # short replies back to back: found in C
+                    out += _LEAF_FINDALL(data, pos, run)
+                    if run == size:
+                        break
+                    pos = run
+                stack = [1]
+                end, at, need, line_from = _walk(data, pos, stack)
+                if end < 0:
+                    with memoryview(data) as view:
+                        self._buf = bytearray(view[pos:])
+                    self._pos, self._need = at - pos, need - pos
+                    self._line_from, self._stack = max(line_from - pos, 0), stack
+                    break
+                out.append(data if end - pos == size else data[pos:end])
+                pos = end
+        except MalformedReply as error:
+            error.replies = out  # what came before the bad bytes is still paired
+            raise
+        return out
+
+
+def reply_end(buf: bytes | bytearray, pos: int = 0) -> int:
     """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if it is incomplete.
 
-    Raises ``ValueError`` (``MalformedReply``, or int()'s own for a length that is not a
-    number) when the bytes are not RESP."""
-    nl = buf.find(CRLF, pos)
-    if nl < 0:
-        return -1
-    kind = buf[pos]
-    if kind == _DOLLAR or kind == _BANG or kind == _EQUALS:  # length-prefixed
-        length = int(buf[pos + 1 : nl])
-        if length < 0:
-            return nl + 2
-        end = nl + length + 4
-        return end if end <= len(buf) else -1
-    if kind == _PLUS or kind == _MINUS or kind == _COLON:  # the common one-liners, early
-        return nl + 2
-    if kind in _AGGREGATES or kind in _PAIRS:
-        count = int(buf[pos + 1 : nl])
-        if kind == _STAR and count >= _LONG_ARRAY:
-            measured = _bulk_array_end(buf, pos, nl)
-            if measured is not None:
-                return measured
-        if kind in _PAIRS:
-            count *= 2
-        pos = nl + 2
-        size = len(buf)
-        find = buf.find
-        for _ in range(count):
-            if pos < size and buf[pos] == _DOLLAR:  # inlined: most elements are bulks
-                nl = find(CRLF, pos)
-                if nl < 0:
-                    return -1
-                length = int(buf[pos + 1 : nl])
-                pos = nl + 2 if length < 0 else nl + length + 4
-            else:
-                pos = reply_end(buf, pos)
-                if pos < 0:
-                    return -1
-        if pos > size:
-            return -1
-        if kind == 124:  # an attribute describes the reply that follows it
-            return reply_end(buf, pos)
-        return pos
-    if kind in _ONE_LINERS:  # RESP3's other one-liners
-        return nl + 2
-    raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
-
-
-_ONE_LINERS = frozenset(b"_,#(")
-
-
-# Arrays at least this long are measured by hiredis (C) instead of walked in Python:
-# LRANGE 0 99 reply, 100 x 3 bytes: 19.8 us walked, ~9 us measured (timeit, here).
-_LONG_ARRAY = 32
-# A CRLF followed by a type byte other than '$': some element is not a bulk string (or a
-# payload merely looks like one, which only costs the walk).
-_NOT_ONLY_BULKS = re.compile(rb"\r\n[-+:*%~>_,#(!=|]")
-
-
-def _bulk_array_end(buf: bytes | bytearray, pos: int, nl: int) -> int | None:
-    """End of the array at ``pos`` if it holds only non-null bulk strings; -1 if
-    incomplete; None to fall back to the walk.
-
-    hiredis parses it; the size follows from the elements' lengths because Redis writes every
-    length in canonical decimal; the regex proves every element was a ``$`` bulk.
-    """
-    reader = hiredis.Reader()
-    reader.feed(buf, pos)  # type: ignore[arg-type]  # (hiredis takes any buffer)
-    try:
-        items = reader.gets()
-    except hiredis.ProtocolError:
-        return None
-    if items is False:
-        return -1
-    if type(items) is not list or items.count(None):
-        return None
-    try:
-        lengths = list(map(len, items))  # (a nested array passes here; the regex stops it)
-    except TypeError:  # integers, doubles, booleans: not bulks
-        return None
-    digits = len(str(lengths)) - 2 * len(lengths)  # "[3, 12]": digits + ", " each + "[]"
-    end = nl + 2 + sum(lengths) + 5 * len(lengths) + digits
-    if _NOT_ONLY_BULKS.search(buf, pos, end):
-        return None
-    return end
+    Raises ``MalformedReply`` when the bytes are not RESP."""
+    match = _LEAF_MATCH(buf, pos)
+    if match is not None:
+        return match.end()
+    return _walk(buf, pos, [1])[0]
 
 
 def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:

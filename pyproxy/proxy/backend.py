@@ -248,7 +248,7 @@ class Connection:
 
     __slots__ = (
         "backend", "loop", "link", "transport", "connecting", "fifo", "sent", "out",
-        "flush_scheduled", "rest", "expired", "timer", "failures", "retry_at", "last_error",
+        "flush_scheduled", "scanner", "expired", "timer", "failures", "retry_at", "last_error",
         "closing", "timeout", "pool_timeout", "resp3", "pinned", "connect_task", "ready",
         "probe", "down_logged",
     )
@@ -265,7 +265,7 @@ class Connection:
         self.sent: deque[float] = deque()  # loop time each waiter in fifo was queued
         self.out: list[bytes] = []
         self.flush_scheduled = False
-        self.rest: bytearray | None = None  # an incomplete reply
+        self.scanner = resp.ReplyScanner()  # where each reply ends, across reads
         self.expired = 0  # waiters at the head of fifo already settled by a timeout
         self.timer: asyncio.TimerHandle | None = None
         self.failures = 0
@@ -424,37 +424,32 @@ class Connection:
     def on_data(self, data: bytes) -> None:
         try:
             self._replies(data)
-        except ValueError as exc:  # resp.MalformedReply, or a length that is not a number
+        except resp.MalformedReply as exc:
             self._protocol_violation(str(exc))
 
     def _replies(self, data: bytes) -> None:
-        if self.rest is not None:
-            self.rest += data
-            if resp.reply_end(self.rest, 0) < 0:
-                return
-            data = bytes(self.rest)
-            self.rest = None
+        self.backend.stats.response_bytes += len(data)
+        try:
+            replies = self.scanner.feed(data)
+        except resp.MalformedReply as exc:  # the replies before the bad bytes are still paired
+            self._settle(exc.replies)
+            raise
+        if replies:
+            self._settle(replies)
+
+    def _settle(self, replies: list[bytes]) -> None:
+        """Each reply answers the waiter at the head of the FIFO."""
         fifo, sent = self.fifo, self.sent
-        reply_end = resp.reply_end
         stats = self.backend.stats
         observe, now = stats.latency.observe, self.loop.time()
-        size = len(data)
-        stats.response_bytes += size
-        pos = 0
-        while pos < size:
-            end = reply_end(data, pos)
-            if end < 0:
-                self.rest = bytearray(data[pos:])
-                break
+        for raw in replies:
             if not fifo:
                 raise resp.MalformedReply("a reply nobody asked for")
-            waiter = fifo.popleft()
-            waiter.settle(data if (pos == 0 and end == size) else data[pos:end])
+            fifo.popleft().settle(raw)
             observe(now - sent.popleft())
             stats.responses += 1
             if self.expired:
                 self.expired -= 1
-            pos = end
         self.failures = 0
         if self.timer is not None and not fifo:
             self.timer.cancel()
@@ -575,7 +570,7 @@ class Connection:
         self.sent = deque()
         self.out.clear()
         self.expired = 0
-        self.rest = None
+        self.scanner = resp.ReplyScanner()  # the next link starts between replies
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

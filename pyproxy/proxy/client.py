@@ -23,7 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..observe.snapshot import ClientSnapshot
-from ..protocol.resp import ProtocolError, RequestParser, element_error
+from ..protocol.resp import ProtocolError, RequestParser
 from .flow import FlowControl, OutputLimit
 from .replies import Flusher, Reply
 from .session import Session
@@ -153,31 +153,33 @@ class Client(asyncio.Protocol):
         if session.closing:
             return
         session.last_active = self.clock()
-        commands = self.parser.feed(data)
+        parser = self.parser
         stats = self.pool.stats
-        stats.requests += len(commands)
         stats.request_bytes += len(data)
-        queue = self.queue
+        commands = parser.feed(data, session.authenticated)
+        while True:
+            stats.requests += len(commands)
+            self._run(commands)
+            # Before AUTH the parser hands over one command at a time: the next one's limits
+            # depend on whether this one authenticated the client (as in Redis).
+            if not parser.more or session.closing:
+                break
+            commands = parser.feed(b"", session.authenticated)
+        self.flush()
+
+    def _run(self, commands: list[list[bytes] | ProtocolError]) -> None:
+        session = self.session
         run = self.executor.run
         for command in commands:
             if type(command) is list:
                 if command:
-                    depth = len(queue)
-                    try:
-                        run(self, command)
-                    except (TypeError, AttributeError):  # hiredis let a non-bulk element in
-                        if all(type(arg) is bytes for arg in command):  # no: a proxy bug
-                            log.exception("client %s: failed to serve %.200r", session.peer,
-                                          command)
-                        self.fail(element_error(command), queue[-1] if len(queue) > depth else None)
-                        break
+                    run(self, command)
             else:
                 assert isinstance(command, ProtocolError)
                 self.fail(command)
                 break
             if session.closing:
                 break
-        self.flush()
 
     # ------------------------------------------------------------ replies
 
@@ -211,19 +213,12 @@ class Client(asyncio.Protocol):
         if self.session.closing and not queue:
             transport.close()
 
-    def fail(self, error: ProtocolError, reply: Reply | None = None) -> None:
-        """Answer a protocol error after the replies already due, then close.
-
-        ``reply`` is the request's own placeholder when it was already queued; settling it
-        (rather than queueing another) means no reply is left waiting forever.
-        """
+    def fail(self, error: ProtocolError) -> None:
+        """Answer a protocol error after the replies already due, then close."""
         self.pool.stats.protocol_errors += 1
         self.pool.stats.client_err += 1
         log.info("client %s: protocol error: %s", self.session.peer, error)
-        if reply is None:
-            self.queue.append(Reply(self, self.session.last_active, error.reply()))
-        else:
-            reply.settle(error.reply())
+        self.queue.append(Reply(self, self.session.last_active, error.reply()))
         self.session.closing = True
 
 
