@@ -110,7 +110,8 @@ def _hash_10_keys(name: str) -> Callable[[], Callable[[], object]]:
 def route_get_ketama() -> Callable[[], object]:
     """Command lookup + key -> fnv1a_64 -> ketama ring -> endpoint (twemproxy's defaults)."""
     table = routing.build(
-        [routing.Shard(f"127.0.0.1:{6379 + i}", i, i, f"127.0.0.1:{6379 + i}") for i in range(4)],
+        [routing.Shard.of(f"127.0.0.1:{6379 + i}", i, i, f"127.0.0.1:{6379 + i}")
+         for i in range(4)],
         4, hash="fnv1a_64", distribution="ketama")
     routes = Routes(table, [shard.name for shard in table.shards], None)
     lookup = commands.lookup
@@ -126,8 +127,8 @@ def route_get_ketama() -> Callable[[], object]:
 
 def _table() -> routing.RoutingTable:
     return routing.build(
-        [routing.Shard("redis-0000", 0, 2047, "127.0.0.1:6379"),
-         routing.Shard("redis-0001", 2048, 4095, "127.0.0.1:6380")],
+        [routing.Shard.of("redis-0000", 0, 2047, "127.0.0.1:6379"),
+         routing.Shard.of("redis-0001", 2048, 4095, "127.0.0.1:6380")],
         SLOTS,
     )
 

@@ -1,4 +1,5 @@
-"""``pyproxy-admin``: lay out ZooKeeper from a config, show the cluster, locate a key.
+"""``pyproxy-admin``: lay out ZooKeeper from a config, show the cluster, locate a key, move
+slots between shards with their keys (``reshard``).
 
 Replaces the seed's manual zkCli steps. A command-line tool, so it uses kazoo's blocking
 API (there is no event loop to block here).
@@ -6,12 +7,14 @@ API (there is no event loop to block here).
 * ``init``   creates the parent of ``zookeeper_path``, ``zookeeper_redis_path`` and one shard
              node per ``servers`` entry (``redis-0000``, ``redis-0001``, ... in list order)
              holding ``{"weight":"start-end"}``. Idempotent; different existing weights are
-             refused unless ``--force``.
+             refused unless ``--force``, which writes them all in one ZooKeeper transaction
+             (routing only: it warns that keys do not move).
 * ``status`` each shard's range, master and replicas as ZooKeeper has them, each redis's own
              view (``ROLE``, replication offset), and the registered proxies.
 * ``slot``   a key's slot, shard and current master. Without ZooKeeper (``--offline``, or
              when it does not answer) the slot and the shard are computed from the config
              alone, and the output says so: the master shown is then the configured one.
+* ``add-shard``, ``remove-shard``, ``reshard``, ``rebalance``: see ``reshard``.
 
 Exit codes: 0 ok, 1 the operation was refused or failed, 2 usage, 3 ZooKeeper unreachable.
 """
@@ -29,10 +32,13 @@ from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from . import config as configuration
+from . import reshard
+from .cluster import layout as layout_plans
 from .cluster import zk as zkutil
 from .cluster import zkschema
 from .routing.hashing import make_slotter
 from .routing.routes import Routes
+from .routing.table import format_ranges, slot_set
 from .server import static_table
 from .watchdog.probe import Conn, RedisError, parse_role
 
@@ -78,7 +84,8 @@ def _connect(pool: configuration.PoolConfig) -> KazooClient:
 
 
 def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
-    """Create the layout; return what was done, one line each."""
+    """Create the layout; return what was done, one line each. With ``force``, differing
+    weights are all rewritten in one ZooKeeper transaction (proxies see one change)."""
     assert pool.zookeeper_host and pool.zookeeper_path and pool.zookeeper_redis_path
     done: list[str] = []
     zk = _connect(pool)
@@ -89,30 +96,38 @@ def init(pool: configuration.PoolConfig, force: bool) -> list[str]:
             if not zk.exists(path):
                 zk.ensure_path(path)
                 done.append(f"created {path}")
-        wanted = [(zkschema.shard_path(cluster, zkschema.shard_name(i)), s.start, s.end)
+        wanted = [(zkschema.shard_path(cluster, zkschema.shard_name(i)), ((s.start, s.end),))
                   for i, s in enumerate(pool.servers)]
         conflicts = []
-        for path, start, end in wanted:
+        for path, ranges in wanted:
             stat = zk.exists(path)
             if stat is None:
-                zk.create(path, zkschema.weight_data(start, end))
-                done.append(f"created {path} weight {start}-{end}")
+                zk.create(path, zkschema.shard_data(ranges))
+                done.append(f"created {path} weight {format_ranges(ranges)}")
                 continue
-            data, _ = zk.get(path)
+            data, stat = zk.get(path)
             try:
-                existing = zkschema.parse_weight(data, path)
+                existing: object = zkschema.parse_shard(data, path)
             except zkschema.SchemaError:
                 existing = None
-            if existing != (start, end):
-                conflicts.append((path, start, end, data))
+            if existing != (ranges, None):
+                conflicts.append((path, ranges, data, stat.version))
         if conflicts and not force:
-            lines = [f"{p}: has {_data_text(d)}, config says {s}-{e}"
-                     for p, s, e, d in conflicts]
+            lines = [f"{p}: has {_data_text(d)}, config says {format_ranges(r)}"
+                     for p, r, d, _ in conflicts]
             raise AdminError("refusing to change existing weights (use --force): "
                              + "; ".join(lines))
-        for path, start, end, _ in conflicts:
-            zk.set(path, zkschema.weight_data(start, end))
-            done.append(f"set {path} weight {start}-{end}")
+        if conflicts:
+            transaction = zk.transaction()
+            for path, ranges, _, version in conflicts:
+                transaction.set_data(path, zkschema.shard_data(ranges), version=version)
+            if any(isinstance(result, Exception) for result in transaction.commit()):
+                raise AdminError("the weights changed in ZooKeeper meanwhile: nothing written; "
+                                 "run the command again")
+            done += [f"set {p} weight {format_ranges(r)}" for p, r, _, _ in conflicts]
+            done.append("warning: this moved the routing of those slots, not their keys: keys "
+                        "already written there are no longer reachable (pyproxy-admin reshard "
+                        "moves slots with their keys)")
     finally:
         zk.stop()
         zk.close()
@@ -158,14 +173,19 @@ def status(pool: configuration.PoolConfig) -> dict[str, Any]:
         for name in names:
             path = zkschema.shard_path(cluster, name)
             data, _ = zk.get(path)
+            migrating: dict[str, str] | None = None
             try:
-                start, end = zkschema.parse_weight(data, path)
-                weight: str = f"{start}-{end}"
+                ranges, migration = zkschema.parse_shard(data, path)
+                weight: str = format_ranges(ranges)
+                if migration is not None:
+                    migrating = {"slots": format_ranges(migration.slots),
+                                 "to": migration.target, "id": migration.id,
+                                 "state": migration.state}
             except zkschema.SchemaError as exc:
                 weight = f"INVALID ({exc})"
             members = zkschema.order_members(zk.get_children(path))
             shards.append({
-                "name": name, "weight": weight,
+                "name": name, "weight": weight, "migrating": migrating,
                 "master": members[0].address if members else None,
                 "members": [
                     {"node": m.name, "address": m.address, **_redis_view(m.address)}
@@ -209,10 +229,16 @@ def slot(pool: configuration.PoolConfig, key: bytes, offline: bool = False) -> d
             result["note"] = str(exc)
         else:
             for shard in view["shards"]:
-                start, _, end = str(shard["weight"]).partition("-")
-                if start.isdigit() and end.isdigit() and int(start) <= number <= int(end):
+                try:
+                    ranges = zkschema.parse_ranges(shard["weight"], shard["name"])
+                except zkschema.SchemaError:
+                    continue
+                if any(start <= number <= end for start, end in ranges):
                     result.update(shard=shard["name"], master=shard["master"],
                                   source="zookeeper")
+                    moving = shard["migrating"]
+                    if moving and number in slot_set(zkschema.parse_ranges(moving["slots"], "")):
+                        result["migrating_to"] = moving["to"]
                     return result
     for index, server in enumerate(pool.servers):
         if server.start <= number <= server.end:
@@ -225,14 +251,20 @@ def _print_slot(result: dict[str, Any]) -> None:
     where = result["source"]
     if "note" in result:
         where = f"config only: {result['note']}; the live master may differ"
-    print(f"key {result['key']!r} slot {result['slot']} shard {result['shard']} "
+    moving = f", moving to {result['migrating_to']}" if "migrating_to" in result else ""
+    print(f"key {result['key']!r} slot {result['slot']} shard {result['shard']}{moving} "
           f"master {result['master'] or 'NONE'} ({where})")
 
 
 def _print_status(view: dict[str, Any]) -> None:
     print(f"cluster {view['cluster']}")
     for shard in view["shards"]:
-        print(f"  {shard['name']}  slots {shard['weight']}  master {shard['master'] or 'NONE'}")
+        print(f"  {shard['name']}  slots {shard['weight'] or 'none'}  "
+              f"master {shard['master'] or 'NONE'}")
+        moving = shard["migrating"]
+        if moving:
+            print(f"    migrating {moving['slots']} -> {moving['to']} ({moving['state']}, "
+                  f"id {moving['id']})")
         for member in shard["members"]:
             if member["reachable"]:
                 seen = f"role={member['role']} offset={member['offset']}"
@@ -243,7 +275,8 @@ def _print_status(view: dict[str, Any]) -> None:
             print(f"    {member['node']:<32} {seen}")
     print("proxies")
     for proxy in view["proxies"] or [{"node": "(none registered)"}]:
-        extra = f"  pid={proxy['pid']} version={proxy['version']}" if "pid" in proxy else ""
+        extra = (f"  pid={proxy['pid']} version={proxy['version']} "
+                 f"layout={proxy.get('layout') or 'none yet'}" if "pid" in proxy else "")
         print(f"  {proxy['node']}{extra}")
 
 
@@ -251,40 +284,109 @@ ADMIN_EPILOG = """\
 examples:
   pyproxy-admin init -c conf/icd.yml          create /redis/proxy/icd, /redis/cluster/icd,
                                               redis-0000 {"weight":"0-2047"}, redis-0001 ...
-  pyproxy-admin status -c conf/icd.yml        shards, masters, replicas (with each redis's
-                                              own ROLE and offset) and registered proxies
+  pyproxy-admin status -c conf/icd.yml        shards, slots, migrations, masters, replicas
+                                              (each redis's own ROLE and offset), proxies
   pyproxy-admin slot user:42 -c conf/icd.yml  the key's slot, shard and current master
                                               (from the config alone with --offline or
                                               when ZooKeeper does not answer)
+  pyproxy-admin add-shard -c conf/icd.yml redis-0002
+                                              a shard with no slots, for watchdogs to join
+  pyproxy-admin rebalance -c conf/icd.yml --dry-run
+                                              the plan to spread the slots evenly
+  pyproxy-admin rebalance -c conf/icd.yml     move them, with their keys, under load
+  pyproxy-admin reshard -c conf/icd.yml --slots 0-1023 --to redis-0002
+  pyproxy-admin remove-shard -c conf/icd.yml redis-0002   (once it owns no slot)
+
+A resharding command killed at any point is continued by running one again.
 
 exit codes: 0 ok, 1 refused or failed (e.g. init would change weights: use --force),
             2 usage, 3 ZooKeeper unreachable
 """
 
+RESHARDING = ("add-shard", "remove-shard", "reshard", "rebalance")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyproxy-admin",
-        description="Lay out ZooKeeper for a pyproxy cluster, show it, locate keys.",
+        description="Lay out ZooKeeper for a pyproxy cluster, show it, locate keys, and move "
+                    "slots between shards with their keys.",
         epilog=ADMIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="action", required=True)
     for name, text in (("init", "create the ZooKeeper layout from the config"),
                        ("status", "show shards, masters, replicas and proxies"),
                        ("slot", "print a key's slot, shard and master"),
-                       ("check", "check the config file (like pyproxy -t)")):
+                       ("check", "check the config file (like pyproxy -t)"),
+                       ("add-shard", "add a shard that owns no slots yet"),
+                       ("remove-shard", "remove a shard that owns no slots"),
+                       ("reshard", "move slots, with their keys, to a shard"),
+                       ("rebalance", "spread the slots evenly over the shards with a master")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("-c", "--conf-file", required=True, metavar="FILE")
         p.add_argument("--pool", help="pool name (needed when the file has several)")
         if name == "init":
-            p.add_argument("--force", action="store_true", help="overwrite differing weights")
+            p.add_argument("--force", action="store_true",
+                           help="overwrite differing weights (routing only: keys do not move)")
         if name in ("status", "slot"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "slot":
             p.add_argument("--offline", action="store_true",
                            help="do not ask ZooKeeper: the slot and the configured shard")
             p.add_argument("key")
+        if name in ("add-shard", "remove-shard"):
+            p.add_argument("name", help="the shard's node name, e.g. redis-0002")
+        if name == "reshard":
+            p.add_argument("--slots", required=True, metavar="A-B[,C-D]",
+                           help="the slots to move (ranges or single slots)")
+            p.add_argument("--to", required=True, metavar="NAME", help="the shard to move to")
+        if name in ("reshard", "rebalance"):
+            p.add_argument("--dry-run", action="store_true",
+                           help="print the plan (slots, estimated keys, from -> to); change "
+                                "nothing")
+            p.add_argument("--yes", action="store_true", help="do not ask on a terminal")
+            p.add_argument("--batch", type=int, default=100, metavar="KEYS",
+                           help="keys per MIGRATE (default 100)")
+            p.add_argument("--rate", type=float, default=0.0, metavar="KEYS_PER_S",
+                           help="move at most this many keys per second (default: no limit)")
+            p.add_argument("--ack-timeout", type=float, default=5.0, metavar="SECONDS",
+                           help="how long every proxy gets to acknowledge a step (default 5; "
+                                "at most 8)")
+            p.add_argument("--force", action="store_true",
+                           help="go on when a registered proxy does not acknowledge (a write "
+                                "it still sends to the old shard may be lost)")
     return parser
+
+
+def _reshard(pool: configuration.PoolConfig, args: argparse.Namespace) -> None:
+    if args.action in ("reshard", "rebalance") and not 0 < args.ack_timeout <= 8:
+        raise AdminError("--ack-timeout must be within 0-8 s: requests held for a migration "
+                         "being prepared wait 10 s at most")
+    if args.action in ("reshard", "rebalance") and args.batch < 1:
+        raise AdminError("--batch must be at least 1")
+    zk = _connect(pool)
+    try:
+        cluster = reshard.Cluster(zk, pool)
+        if args.action == "add-shard":
+            print(reshard.add_shard(cluster, args.name))
+            return
+        if args.action == "remove-shard":
+            print(reshard.remove_shard(cluster, args.name))
+            return
+        options = reshard.Options(dry_run=args.dry_run, yes=args.yes, force=args.force,
+                                  batch=args.batch, rate=args.rate,
+                                  ack_timeout=args.ack_timeout)
+        if args.action == "reshard":
+            slots = reshard.slots_argument(args.slots)
+            reshard.Resharder(cluster, options).run(
+                lambda layout: layout_plans.plan_reshard(layout, slots, args.to))
+        else:
+            reshard.Resharder(cluster, options).run(layout_plans.plan_rebalance)
+    except (reshard.ReshardError, layout_plans.LayoutError, zkschema.SchemaError) as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        zk.stop()
+        zk.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,12 +409,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "status":
             view = status(_zk_pool(loaded, args.pool))
             print(json.dumps(view, indent=2)) if args.json else _print_status(view)
+        elif args.action in RESHARDING:
+            _reshard(_zk_pool(loaded, args.pool), args)
         else:
             result = slot(_pool(loaded, args.pool), args.key.encode(), args.offline)
             print(json.dumps(result)) if args.json else _print_slot(result)
     except AdminError as exc:
         print(f"pyproxy-admin: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print("pyproxy-admin: interrupted; run the same command again to continue",
+              file=sys.stderr)
+        return 130
     except OSError as exc:
         print(f"pyproxy-admin: {exc}", file=sys.stderr)
         return 1

@@ -57,7 +57,7 @@ def static_table(config: PoolConfig) -> RoutingTable:
     shards = []
     for index, server in enumerate(config.servers):
         name = f"redis-{index:04d}" if config.uses_zookeeper else server.name
-        shards.append(Shard(name, server.start, server.end, server.address))
+        shards.append(Shard.of(name, server.start, server.end, server.address))
     return routing.build(shards, config.modulus, version=0, source="config", hash=config.hash,
                          distribution=config.distribution)
 
@@ -182,8 +182,9 @@ class Proxy:
 
     def _follow(self, pool: Pool) -> None:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
+        assert pool.config.zookeeper_path
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
-                            register=self.role.registers)
+                            pool.drained, self.role.node(pool.config.zookeeper_path))
         self.topologies[pool.name] = topology
         topology.start()
 

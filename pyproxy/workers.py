@@ -3,9 +3,10 @@
 Each worker binds the pool's listen address with SO_REUSEPORT, so the kernel spreads new
 client connections over the workers; a connection stays with the worker that accepted it.
 Every worker keeps its own backend connections and follows ZooKeeper with its own session
-(so all follow the same topology), but only worker 0 registers ``zookeeper_path``: the
-proxy appears in ZooKeeper once, as a whole. Metrics and stats ports are per worker: worker
-i serves on the configured port + i.
+(so all follow the same topology) and registers its own node: worker 0 ``zookeeper_path``,
+worker i ``<zookeeper_path>.worker<i>`` — each acknowledges the layout it routes by, which a
+migration waits for (``cluster/topology``). Metrics and stats ports are per worker: worker i
+serves on the configured port + i.
 
 Every line a worker logs names it (``worker 1 pyproxy.server: ...``); the supervisor's own
 lines are unnamed.
@@ -43,9 +44,9 @@ class Role:
     def reuse_port(self) -> bool:
         return self.count > 1
 
-    @property
-    def registers(self) -> bool:
-        return self.index == 0
+    def node(self, path: str) -> str:
+        """The ZooKeeper node this worker registers for a pool's ``zookeeper_path``."""
+        return path if self.index == 0 else f"{path}.worker{self.index}"
 
     def port(self, base: int) -> int:
         return base + self.index

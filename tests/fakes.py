@@ -32,6 +32,8 @@ from tests.servers import pool_config
 class Endpoint:
     """A shard endpoint that records what it is sent; the test answers the waiters."""
 
+    migrating = ""  # a shard's own route (pyproxy.proxy.route.ShardRoute)
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.backend = name  # "has a master"
@@ -48,6 +50,9 @@ class Endpoint:
         pin = FakePin(self, reset)
         self.pins.append(pin)
         return pin
+
+    def send_pinned(self, pin: FakePin, payload: bytes, waiter: Any) -> None:
+        pin.send(payload, waiter)
 
     def answer(self, *replies: bytes) -> None:
         """Settle the oldest unanswered waiters with ``replies``, in order."""
@@ -83,8 +88,8 @@ class FakePool:
         text = pool_config(1, ["127.0.0.1:1:0-2047", "127.0.0.1:2:2048-4095"], **keys)
         self.config = config.parse(text).pools[0]
         self.stats = PoolStats()
-        table = routing.build([routing.Shard("a", 0, 2047, "127.0.0.1:1"),
-                               routing.Shard("b", 2048, 4095, "127.0.0.1:2")], 4096)
+        table = routing.build([routing.Shard.of("a", 0, 2047, "127.0.0.1:1"),
+                               routing.Shard.of("b", 2048, 4095, "127.0.0.1:2")], 4096)
         self.endpoints = [Endpoint("a"), Endpoint("b")]
         self.routes = Routes(table, self.endpoints, self.config.hash_tag)
         self.clients: set[Any] = set()

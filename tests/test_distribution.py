@@ -21,7 +21,7 @@ def weighted_table(weights: list[tuple[str, int]], dist: str, hash_name: str = "
                    ) -> routing.RoutingTable:
     shards, start = [], 0
     for name, weight in weights:
-        shards.append(routing.Shard(name, start, start + weight - 1, f"127.0.0.1:{start + 1}"))
+        shards.append(routing.Shard.of(name, start, start + weight - 1, f"127.0.0.1:{start + 1}"))
         start += weight
     return routing.build(shards, start, hash=hash_name, distribution=dist)
 

@@ -322,12 +322,12 @@ def _pool_snapshot(table: routing.RoutingTable, masters: dict[str, int]) -> Pool
 
 def test_zookeeper_shards_keep_their_stats_key_across_a_failover() -> None:
     def table(master: str | None) -> routing.RoutingTable:
-        return routing.build([routing.Shard("redis-0000", 0, 2047, master),
-                              routing.Shard("redis-0001", 2048, 4095, "10.0.0.2:6379")], 4096)
+        return routing.build([routing.Shard.of("redis-0000", 0, 2047, master),
+                              routing.Shard.of("redis-0001", 2048, 4095, "127.0.0.12:6379")], 4096)
 
-    before = _pool_snapshot(table("10.0.0.1:6379"), {"10.0.0.1:6379": 5, "10.0.0.2:6379": 7})
-    during = _pool_snapshot(table(None), {"10.0.0.2:6379": 8})
-    after = _pool_snapshot(table("10.0.0.3:6379"), {"10.0.0.3:6379": 1, "10.0.0.2:6379": 9})
+    before = _pool_snapshot(table("127.0.0.11:6379"), {"127.0.0.11:6379": 5, "127.0.0.12:6379": 7})
+    during = _pool_snapshot(table(None), {"127.0.0.12:6379": 8})
+    after = _pool_snapshot(table("127.0.0.13:6379"), {"127.0.0.13:6379": 1, "127.0.0.12:6379": 9})
     docs = [document(ProxySnapshot(time.time(), (view,)))["alpha"]
             for view in (before, during, after)]
     for doc in docs:

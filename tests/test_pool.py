@@ -18,8 +18,8 @@ B1 = keys_for_shard(1, 1)[0].encode()
 
 
 def table(a: str | None, b: str | None, version: int = 0) -> routing.RoutingTable:
-    return routing.build([routing.Shard("redis-0000", 0, 2047, a),
-                          routing.Shard("redis-0001", 2048, 4095, b)], 4096, version)
+    return routing.build([routing.Shard.of("redis-0000", 0, 2047, a),
+                          routing.Shard.of("redis-0001", 2048, 4095, b)], 4096, version)
 
 
 def in_loop(test: Callable[[Pool], None], **keys: object) -> None:

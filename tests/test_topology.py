@@ -43,10 +43,11 @@ PROXIES = "/redis/proxy/icd"
 
 
 def _table(*shards: tuple[str, int, int, str | None]) -> RoutingTable:
-    return build([Shard(n, s, e, m) for n, s, e, m in shards], 4096, 1, "zookeeper")
+    return build([Shard.of(n, s, e, m) for n, s, e, m in shards], 4096, 1, "zookeeper")
 
 
-CURRENT = _table(("redis-0000", 0, 2047, "10.0.0.1:1"), ("redis-0001", 2048, 4095, "10.0.0.2:1"))
+CURRENT = _table(("redis-0000", 0, 2047, "127.0.0.11:1"),
+                 ("redis-0001", 2048, 4095, "127.0.0.12:1"))
 
 
 def _view(w0: bytes, w1: bytes, m0: list[str], m1: list[str]) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def test_overlapping_weights_keep_ranges_but_follow_masters() -> None:
     table, problems = build_table(CURRENT, view, 2)
     assert any("overlap" in p for p in problems)
     assert table is not None
-    assert [(s.start, s.end) for s in table.shards] == [(0, 2047), (2048, 4095)]
+    assert [s.ranges for s in table.shards] == [((0, 2047),), ((2048, 4095),)]
     assert [s.master for s in table.shards] == ["x:1", None]
 
 
@@ -75,7 +76,7 @@ def test_non_json_weight_keeps_that_shards_range() -> None:
     view = _view(b"garbage", b'{"weight":"2048-4095"}', ["x:1-0000000001"], ["y:1-0000000001"])
     table, problems = build_table(CURRENT, view, 2)
     assert problems and "redis-0000" in problems[0]
-    assert table is not None and table.shards[0].start == 0 and table.shards[0].master == "x:1"
+    assert table is not None and table.shards[0].first == 0 and table.shards[0].master == "x:1"
 
 
 def test_unknown_shard_with_bad_data_rejects_everything() -> None:
@@ -424,7 +425,8 @@ def test_admin_init_twice_status_and_slot(
     assert "redis-0000" in first.stdout and "redis-0001" in first.stdout
     again = _admin("init", "-c", str(conf))
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert zkschema.parse_weight(cluster.zk.get(f"{CLUSTER}/redis-0001")[0], "x") == (2048, 4095)
+    assert zkschema.parse_shard(cluster.zk.get(f"{CLUSTER}/redis-0001")[0], "x") == (
+        ((2048, 4095),), None)
     cluster.register(0, a.address)
     cluster.register(1, b.address)
     status = _admin("status", "-c", str(conf), "--json")
@@ -442,7 +444,8 @@ def test_admin_init_twice_status_and_slot(
     assert refused.returncode == 1 and "--force" in refused.stderr
     forced = _admin("init", "-c", str(conf), "--force")
     assert forced.returncode == 0
-    assert zkschema.parse_weight(cluster.zk.get(f"{CLUSTER}/redis-0000")[0], "x") == (0, 2047)
+    assert zkschema.parse_shard(cluster.zk.get(f"{CLUSTER}/redis-0000")[0], "x") == (
+        ((0, 2047),), None)
 
 
 def test_admin_reports_unreachable_zookeeper_in_one_line(tmp_path: Any) -> None:
@@ -468,8 +471,11 @@ def test_register_adopts_the_node_its_own_session_created(zk_hosts: str) -> None
                                                              "127.0.0.1:2:2048-4095"])).pools[0]
     table = static_table(pool)
 
+    async def drained(_: object) -> bool:
+        return True
+
     async def scenario() -> int:
-        topology = Topology(pool, "digest", lambda: table, lambda _: None)
+        topology = Topology(pool, "digest", lambda: table, lambda _: None, drained)
         topology.start()
         try:
             for _ in range(200):

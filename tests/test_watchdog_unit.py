@@ -45,9 +45,9 @@ from pyproxy.watchdog.probe import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ME = "10.0.0.1:6379"
-B = "10.0.0.2:6380"
-C = "10.0.0.3:6381"
+ME = "127.0.0.11:6379"
+B = "127.0.0.12:6380"
+C = "127.0.0.13:6381"
 RUN = "run-1"
 
 MASTER = Health("master", None, 100, RUN)
@@ -312,9 +312,9 @@ def test_encode() -> None:
 
 
 @pytest.mark.parametrize("reply, parsed", [
-    ([b"master", 123, [[b"10.0.0.2", b"6380", b"120"]]], ("master", None, 123)),
-    ([b"slave", b"10.0.0.1", 6379, b"connected", 99], ("slave", "10.0.0.1:6379", 99)),
-    ([b"slave", b"10.0.0.1", 6379, b"connect", -1], ("slave", "10.0.0.1:6379", -1)),
+    ([b"master", 123, [[b"127.0.0.12", b"6380", b"120"]]], ("master", None, 123)),
+    ([b"slave", b"127.0.0.11", 6379, b"connected", 99], ("slave", "127.0.0.11:6379", 99)),
+    ([b"slave", b"127.0.0.11", 6379, b"connect", -1], ("slave", "127.0.0.11:6379", -1)),
 ])
 def test_parse_role(reply: object, parsed: tuple[str, str | None, int]) -> None:
     assert parse_role(reply) == parsed
@@ -364,7 +364,7 @@ def fake() -> Iterator[FakeRedis]:
     f = FakeRedis({
         b"INFO": b"$20\r\n# Server\r\nrun_id:abc\r\n",
         b"PING": b"+PONG\r\n",
-        b"ROLE": b"*5\r\n$5\r\nslave\r\n$8\r\n10.0.0.9\r\n:6379\r\n$9\r\nconnected\r\n:42\r\n",
+        b"ROLE": b"*5\r\n$5\r\nslave\r\n$10\r\n127.0.0.19\r\n:6379\r\n$9\r\nconnected\r\n:42\r\n",
         b"BAD": b"-ERR nope\r\n",
     })
     yield f
@@ -373,7 +373,7 @@ def fake() -> Iterator[FakeRedis]:
 
 def test_check_reads_run_id_once_per_connection(fake: FakeRedis) -> None:
     conn = Conn(fake.address, 2.0)
-    assert check(conn) == Health("slave", "10.0.0.9:6379", 42, "abc", master_link_up=True)
+    assert check(conn) == Health("slave", "127.0.0.19:6379", 42, "abc", master_link_up=True)
     assert check(conn).run_id == "abc"
     assert fake.seen == [b"INFO", b"PING", b"ROLE", b"PING", b"ROLE"]
     conn.close()
@@ -381,13 +381,13 @@ def test_check_reads_run_id_once_per_connection(fake: FakeRedis) -> None:
 
 @pytest.mark.parametrize("state", [b"connect", b"connecting", b"sync", b"handshake"])
 def test_check_replica_link_not_up(state: bytes) -> None:
-    role = (b"*5\r\n$5\r\nslave\r\n$8\r\n10.0.0.9\r\n:6379\r\n$%d\r\n%s\r\n:-1\r\n"
+    role = (b"*5\r\n$5\r\nslave\r\n$10\r\n127.0.0.19\r\n:6379\r\n$%d\r\n%s\r\n:-1\r\n"
             % (len(state), state))
     f = FakeRedis({b"INFO": b"$20\r\n# Server\r\nrun_id:abc\r\n", b"PING": b"+PONG\r\n",
                    b"ROLE": role})
     conn = Conn(f.address, 2.0)
     try:
-        assert check(conn) == Health("slave", "10.0.0.9:6379", -1, "abc", master_link_up=False)
+        assert check(conn) == Health("slave", "127.0.0.19:6379", -1, "abc", master_link_up=False)
     finally:
         conn.close()
         f.close()

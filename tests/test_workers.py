@@ -24,7 +24,7 @@ def _children(pid: int) -> set[int]:
     return process_tree(pid) - {pid}
 
 
-def test_two_workers_serve_register_once_and_stop_cleanly(
+def test_two_workers_serve_register_each_and_stop_cleanly(
     redis_factory: Any, proxy_factory: Any, zk_hosts: str
 ) -> None:
     a, b = redis_factory(), redis_factory()
@@ -41,9 +41,9 @@ def test_two_workers_serve_register_once_and_stop_cleanly(
         proxy = proxy_factory(config, extra_args=("--workers", "2"))
         wait_until(lambda: len(_children(proxy.pid)) == 2, timeout=10, what="two workers")
         workers_at_start = _children(proxy.pid)
-        wait_until(lambda: zk.exists(f"/p/127.0.0.1:{port}") is not None, timeout=10,
-                   what="registration")
-        assert zk.get_children("/p") == [f"127.0.0.1:{port}"]
+        nodes = [f"127.0.0.1:{port}", f"127.0.0.1:{port}.worker1"]  # each acknowledges
+        wait_until(lambda: sorted(zk.get_children("/p")) == nodes, timeout=10,
+                   what="both workers registered")
         # many connections: the kernel spreads them over both workers; all must work
         clients = [redis_client("127.0.0.1", port) for _ in range(20)]
         served_by = set()
@@ -59,8 +59,7 @@ def test_two_workers_serve_register_once_and_stop_cleanly(
         assert proxy.returncode == 0
         time.sleep(0.2)
         assert all(not os.path.exists(f"/proc/{w}") for w in workers)
-        wait_until(lambda: zk.exists(f"/p/127.0.0.1:{port}") is None, timeout=5,
-                   what="deregistration")
+        wait_until(lambda: zk.get_children("/p") == [], timeout=5, what="deregistration")
         assert served_by == workers_at_start  # SO_REUSEPORT spread 20 connections over both
     finally:
         zk.stop()

@@ -22,9 +22,15 @@ Building a table (``build_table``, pure):
   force while ZooKeeper is unreachable.
 
 Registration: ``zookeeper_path`` is an ephemeral node (parents persistent) holding
-``ProxyInfo`` JSON. It is created on every new session; a leftover node from this
-proxy's own previous session (same pid and listen address) is replaced; another live
+``ProxyInfo`` JSON (with ``--workers``, worker i > 0 registers ``<zookeeper_path>.worker<i>``
+beside it: each routes on its own). It is created on every new session; a leftover node from
+this proxy's own previous session (same pid and listen address) is replaced; another live
 proxy's node is left alone and retried. ``stop`` closes the session, removing it at once.
+
+Acknowledgement: after applying a table the node's ``layout`` is set to the table's
+``layout_digest`` — once the pool says nothing sent before it is still on its way to the
+source of a migration it prepares (``drained``). ``pyproxy-admin`` waits for every proxy's
+node to show the layout it wrote before it takes the next step of a migration.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kazoo.client import KazooState
@@ -44,7 +50,7 @@ from .. import __version__
 from ..config import PoolConfig
 from ..observe.snapshot import TopologySnapshot
 from ..routing import table as routing
-from ..routing.table import RoutingTable, Shard, TopologyError
+from ..routing.table import RoutingTable, Shard, TopologyError, format_ranges
 from . import zk as zkutil
 from . import zkschema
 
@@ -85,13 +91,13 @@ def build_table(
         master = members[0].address if members else None
         replicas = tuple(m.address for m in members[1:])
         try:
-            start, end = zkschema.parse_weight(data, name)
+            ranges, migration = zkschema.parse_shard(data, name)
         except zkschema.SchemaError as exc:
             problems.append(str(exc))
             if name not in previous:
                 return None, problems
-            start, end = previous[name].start, previous[name].end
-        candidates.append(Shard(name, start, end, master, replicas))
+            ranges, migration = previous[name].ranges, previous[name].migration
+        candidates.append(Shard(name, ranges, master, replicas, migration))
     if not candidates:
         return None, problems + ["the cluster has no shards"]
     try:
@@ -103,10 +109,17 @@ def build_table(
     if set(by_name) != set(previous):
         return None, problems
     kept = [
-        Shard(s.name, s.start, s.end, by_name[s.name].master, by_name[s.name].replicas)
+        Shard(s.name, s.ranges, by_name[s.name].master, by_name[s.name].replicas, s.migration)
         for s in current.shards
     ]
     return routing.build(kept, current.modulus, version, "zookeeper"), problems
+
+
+def _moving(shard: Shard) -> str:
+    moving = shard.migration
+    if moving is None:
+        return ""
+    return f" ({moving.state} {format_ranges(moving.slots)} to {moving.target})"
 
 
 class Topology:
@@ -118,16 +131,18 @@ class Topology:
         config_digest: str,
         current: Callable[[], RoutingTable],
         apply: Callable[[RoutingTable], None],
-        register: bool = True,
+        drained: Callable[[RoutingTable], Awaitable[bool]],
+        own_path: str | None = None,
     ):
         assert config.zookeeper_host and config.zookeeper_path and config.zookeeper_redis_path
         self.config = config
         self.cluster = config.zookeeper_redis_path
-        self.own_path = config.zookeeper_path
+        self.own_path = own_path or config.zookeeper_path
         self.digest = config_digest
         self.current = current
         self.apply = apply
-        self.registers = register  # False for workers other than worker 0
+        self.drained = drained
+        self.acknowledged: RoutingTable | None = None  # what our node says we route by
         self.stats = TopologyStats()
         self.loop = asyncio.get_running_loop()
         self.zk = zkutil.make_client(
@@ -209,7 +224,7 @@ class Topology:
                 self._session = session
             else:
                 log.info("zookeeper: reconnected, same session")
-            if self.registers and self._registered != session and not self._registering:
+            if self._registered != session and not self._registering:
                 self._spawn(self._register())
             self._changed()
         elif state == KazooState.SUSPENDED:
@@ -218,10 +233,12 @@ class Topology:
             log.warning("zookeeper: session lost; will register again on reconnect")
 
     def _info(self) -> bytes:
+        acknowledged = self.acknowledged
         return zkschema.ProxyInfo(
             listen=self.config.listen, version=__version__, pid=os.getpid(),
             started=_STARTED, config_digest=self.digest,
             topology_version=self.current().version, pool=self.config.name,
+            layout=layout_of(acknowledged) if acknowledged is not None else "",
         ).encode()
 
     async def _register(self) -> None:
@@ -359,16 +376,34 @@ class Topology:
             self.stats.last_apply_seconds = time.monotonic() - self._event_at
         self._event_at = 0.0
         log.info("topology v%d applied: %s", table.version,
-                 ", ".join(f"{s.name} {s.start}-{s.end} -> {s.master or 'NO MASTER'}"
-                           for s in table.shards))
-        if self.zk.connected and self.registers:
-            self._spawn(self._update_info())
+                 ", ".join(f"{s.name} {format_ranges(s.ranges) or 'no slots'} -> "
+                           f"{s.master or 'NO MASTER'}{_moving(s)}" for s in table.shards))
+        self._spawn(self._acknowledge(table))
 
-    async def _update_info(self) -> None:
+    async def _acknowledge(self, table: RoutingTable) -> None:
+        """Say in our node that we route by ``table`` — once nothing we sent before it is
+        still on its way to a migration's source (``Pool.drained``), and only while it is
+        the table in force (a newer one acknowledges itself)."""
+        if not await self.drained(table):
+            log.warning("topology v%d: requests to a migration's source are still "
+                        "unanswered; not acknowledging it", table.version)
+            return
+        if self.current() is not table or self._stopped:
+            return
+        self.acknowledged = table
+        if not self.zk.connected:
+            return  # registering on reconnect writes it
         try:
             await self._call(self.zk.set_async, self.own_path, self._info())
         except KazooException:
             pass  # re-registration on the next session writes fresh data anyway
+
+
+def layout_of(table: RoutingTable) -> str:
+    """The ``zkschema.layout_digest`` of a table from ZooKeeper ("" for the config's)."""
+    if table.source != "zookeeper":
+        return ""
+    return zkschema.layout_digest((s.name, s.ranges, s.migration) for s in table.shards)
 
 
 _STARTED = time.time()

@@ -33,8 +33,8 @@ from ..protocol.resp import encode_command
 from . import errors
 from .dispatch import Context
 from .errors import Failure, Unroutable
-from .pool import Pin, ShardRoute
 from .replies import Reply
+from .route import Pin, ShardRoute, one_shard
 from .session import Mode, Session
 from .strategies import SameShard
 
@@ -74,8 +74,12 @@ class Blocking(SameShard):
         except Unroutable as refusal:
             reply.settle(refusal.reply)
             return
-        if len(owners) > 1:
-            names = ", ".join(sorted(route.name for route in owners))
+        route = one_shard(owners)
+        if route is None:
+            if any(owner.migrating for owner in owners):
+                reply.settle(errors.mixed_migration(f"'{command.name.upper()}'"))
+                return
+            names = ", ".join(sorted(owner.name for owner in owners))
             reply.settle(resp.error(f"ERR pyproxy: the keys of '{command.name.upper()}' live "
                                     f"on different shards ({names}); a blocking call waits on "
                                     "one shard: use a hash tag to keep them together"))
@@ -85,7 +89,6 @@ class Blocking(SameShard):
                                     "this connection WATCHes keys (EXEC, DISCARD or UNWATCH "
                                     "first)"))
             return
-        route = owners.pop()
         session.written.add(route.name)
         wait = Wait(ctx, session, command, args, reply, route.name, timeout)
         if wait.start(route):
@@ -117,7 +120,7 @@ class Wait:
             self.reply.settle(refusal.reply)
             return False
         self.attempts += 1
-        self.pin.send(encode_command(self._args_left()), self)
+        route.send_pinned(self.pin, encode_command(self._args_left()), self)
         return True
 
     def _args_left(self) -> list[bytes]:

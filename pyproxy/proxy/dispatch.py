@@ -24,7 +24,8 @@ from .replies import Reply
 from .session import Session
 
 if TYPE_CHECKING:
-    from .pool import Pool, ShardRoute
+    from .pool import Pool
+    from .route import ShardRoute
 
 
 class Context(Protocol):

@@ -97,6 +97,9 @@ NESTED_MULTI = b"-ERR MULTI calls can not be nested\r\n"
 EXEC_WITHOUT_MULTI = b"-ERR EXEC without MULTI\r\n"
 DISCARD_WITHOUT_MULTI = b"-ERR DISCARD without MULTI\r\n"
 WATCH_INSIDE_MULTI = b"-ERR WATCH inside MULTI is not allowed\r\n"
+TRANSACTION_MOVED = resp.error(
+    "EXECABORT pyproxy: the cluster's slots moved while the transaction was queued, and its "
+    "keys no longer live on one shard; nothing ran")
 
 
 def transaction_cross_shard(command: Command, shard: str) -> bytes:
@@ -109,3 +112,29 @@ def transaction_cross_shard(command: Command, shard: str) -> bytes:
 def not_in_transaction(command: Command) -> bytes:
     return resp.error(f"ERR pyproxy: '{command.name.upper()}' cannot be queued in a transaction "
                       "through the proxy (it is not served by one shard)")
+
+
+# Migrating slots (``migration``): nothing ran, the client may simply try again.
+MIGRATION_PREPARING = resp.error(
+    "TRYAGAIN pyproxy: this key's slot is being prepared for a migration (WATCH and blocking "
+    "calls wait for it to start moving); try again in a moment")
+
+
+def migration_not_started(seconds: float) -> bytes:
+    return resp.error(f"TRYAGAIN pyproxy: this key's slot was being prepared for a migration "
+                      f"that did not start within {seconds:.0f} s (is pyproxy-admin still "
+                      "running?); nothing ran, try again")
+
+
+def not_moved(source: str, target: str, why: bytes) -> bytes:
+    reason = why.decode(errors="replace").strip().lstrip("-")[:200]
+    return resp.error(f"TRYAGAIN pyproxy: the keys could not be moved from shard {source} to "
+                      f"{target} for their slot's migration ({reason}); nothing ran, try again")
+
+
+def mixed_migration(what: str) -> bytes:
+    """``what``: the command's name, or "the request"."""
+    return resp.error(
+        f"TRYAGAIN pyproxy: some keys of {what} are in slots migrating to another shard and "
+        "some are not; nothing ran, try again once the migration ends (or keep them together "
+        "with a hash tag)")

@@ -33,7 +33,7 @@ from .session import Session
 from .strategies import first_shard
 
 if TYPE_CHECKING:
-    from .pool import ShardRoute
+    from .route import ShardRoute
 
 CURSOR_LIMIT = 1 << 64
 INVALID_CURSOR = b"-ERR invalid cursor\r\n"

@@ -1,8 +1,11 @@
 """A server pool: its routes snapshot and the backends they point at.
 
 ``routes`` is the only routing state the request path reads: a ``Routes`` of ``ShardRoute``
-endpoints, one per shard, built complete by ``apply`` and swapped in by one reference
-assignment (no await in between), so a client never sees a half-applied topology. Backends
+endpoints (``route``), one per shard — and one for the slots of a migration (``migration``)
+— built complete by ``apply`` and swapped in by one reference assignment (no await in
+between), so a client never sees a half-applied topology. Requests held for a migration being
+prepared wait in the pool's ``Pause`` for it (kept across swaps by migration id) and are
+routed again by the swap that ends the preparation. Backends
 that are no longer anyone's master are retired: closed once their in-flight requests have
 answered. A shard that loses its master keeps its slots (they answer with an error); its
 keys never move to another shard.
@@ -13,24 +16,27 @@ The pool also keeps what is per pool and not routing: its counters and its open 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sized
 from typing import Protocol
 
 from ..config import PoolConfig
 from ..observe.snapshot import ClientSnapshot, HoldSnapshot, PoolSnapshot
 from ..observe.stats import PoolStats, copy_counters
+from ..protocol.resp import encode_command
 from ..routing.routes import Routes
-from ..routing.table import RoutingTable
-from . import errors
-from .backend import Backend, Connection
-from .errors import Unroutable
+from ..routing.table import PREPARE, Migration, RoutingTable
+from .backend import Backend
 from .flow import MemoryBudget
-from .hold import Block, Gate, HoldStats
-from .replies import Waiter
+from .hold import Gate, HoldStats
+from .migration import MigrationStats, Moving, Pause, Preparing, migrate_prefix, slot_filter
+from .route import ShardRoute
 from .session import Session
 
 STALL_AFTER = 0.25  # seconds a master may leave its oldest request unanswered before new
 # requests wait at its gate (at most half the pool's timeout)
+DRAIN_TIMEOUT = 5.0  # seconds ``drained`` waits for the requests before a table to answer
+PING = encode_command([b"PING"])
 
 
 class Member(Protocol):
@@ -49,105 +55,6 @@ class Member(Protocol):
     def close(self) -> None: ...
 
 
-class Pin:
-    """A pinned backend connection one session holds for one shard (see ``backend``).
-
-    ``reset`` are the commands that put the connection back in a neutral state when the pin is
-    released (UNWATCH for a watch). With ``close_if_busy``, a release while requests still wait
-    on the connection closes it instead (a blocking pop must not pop for nobody).
-    """
-
-    __slots__ = ("shard", "backend", "connection", "reset", "close_if_busy")
-
-    def __init__(self, shard: str, backend: Backend, connection: Connection,
-                 reset: list[bytes], close_if_busy: bool = False):
-        self.shard = shard
-        self.backend = backend
-        self.connection = connection
-        self.reset = reset
-        self.close_if_busy = close_if_busy
-
-    def send(self, payload: bytes, waiter: Waiter) -> None:
-        self.connection.send(payload, waiter)
-
-    def send_block(self, block: list[tuple[bytes, Waiter]]) -> None:
-        self.connection.send_block(block)
-
-    def release(self) -> None:
-        if self.close_if_busy and self.connection.fifo:
-            self.backend.close_pinned(self.connection)
-        else:
-            self.backend.give_back(self.connection, self.reset)
-
-
-class ShardRoute:
-    """Where one shard's requests go right now: its master's backend, or nowhere.
-
-    Immutable once built (a topology change builds new ones inside new ``Routes``). ``send``
-    honours the session's pin for this shard: a watching client's requests to the shard it
-    watches travel on its own connection.
-    """
-
-    __slots__ = ("index", "name", "backend", "stats", "pinned_limit", "gate")
-
-    def __init__(self, index: int, name: str, backend: Backend | None, stats: PoolStats,
-                 pinned_limit: int, gate: Gate | None):
-        self.index = index
-        self.name = name
-        self.backend = backend
-        self.stats = stats
-        self.pinned_limit = pinned_limit
-        self.gate = gate  # set when the pool holds requests through failovers
-
-    def send(self, payload: bytes, waiter: Waiter, session: Session,
-             readonly: bool = False) -> None:
-        """``readonly``: the request changes nothing, so it may be sent again after a failover
-        (see ``hold``); every other request is treated as a write."""
-        pin = session.pin
-        if pin is not None and pin.shard == self.name:
-            pin.send(payload, waiter)
-            return
-        gate = self.gate
-        if gate is not None:
-            gate.send(self, payload, waiter, session, readonly)
-            return
-        backend = self.backend
-        if backend is None:
-            self.stats.forward_error += 1
-            waiter.settle(errors.no_master(self.name))
-        else:
-            backend.send(payload, waiter, session.id, session.resp3)
-
-    def send_block(self, block: list[tuple[bytes, Waiter]], session: Session) -> None:
-        """Requests that must reach the shard together or not at all (``Connection.send_block``)."""
-        pin = session.pin
-        if pin is not None and pin.shard == self.name:
-            pin.send_block(block)
-            return
-        if self.gate is not None:
-            self.gate.send(self, Block(block), block[-1][1], session, readonly=False)
-            return
-        backend = self.backend
-        if backend is None:
-            self.stats.forward_error += len(block)
-            for _, waiter in block:
-                waiter.settle(errors.no_master(self.name))
-        else:
-            backend.send_block(block, session.id, session.resp3)
-
-    def pin(self, session: Session, reset: list[bytes], blocking: bool = False) -> Pin:
-        """Lease a pinned connection to this shard's master; ``Unroutable`` if none."""
-        backend = self.backend
-        if backend is None:
-            self.stats.forward_error += 1
-            raise Unroutable(errors.no_master(self.name))
-        connection = backend.lease(session.resp3, timeout=not blocking)
-        if connection is None:
-            self.stats.forward_error += 1
-            raise Unroutable(errors.no_pinned_connection(self.name, self.pinned_limit))
-        return Pin(self.name, backend, connection, reset, close_if_busy=blocking)
-
-
 class Pool:
     def __init__(self, config: PoolConfig, table: RoutingTable):
         self.config = config
@@ -159,6 +66,8 @@ class Pool:
         self.hold = HoldStats()
         self.budget = MemoryBudget(config.proxy_memory_limit)  # reply bytes its clients hold
         self.gates: dict[str, Gate] = {}  # by shard name, when failover_hold is set
+        self.migrations = MigrationStats()
+        self.pauses: dict[str, Pause] = {}  # by migration id, while one is being prepared
         self.by_name: dict[str, ShardRoute] = {}
         self.routes: Routes[ShardRoute] = self._routes(table, {})
         self.apply(table)
@@ -173,7 +82,28 @@ class Pool:
                        self.stats, self.config.pinned_connections, self._gate(shard.name))
             for index, shard in enumerate(table.shards)
         ]
-        return Routes(table, endpoints, self.config.hash_tag)
+        migration = next((s.migration for s in table.shards if s.migration is not None), None)
+        if migration is None:
+            return Routes(table, endpoints, self.config.hash_tag)
+
+        def migrating(source: ShardRoute, target: ShardRoute) -> ShardRoute:
+            assert migration is not None
+            return self._migration_route(table, migration, source, target)
+
+        return Routes(table, endpoints, self.config.hash_tag, migrating)
+
+    def _migration_route(self, table: RoutingTable, migration: Migration, source: ShardRoute,
+                         target: ShardRoute) -> ShardRoute:
+        if migration.state == PREPARE:
+            pause = self.pauses.get(migration.id)
+            if pause is None:
+                pause = self.pauses[migration.id] = Pause(migration, self.migrations)
+            return Preparing(source, pause)
+        config = self.config
+        prefix = migrate_prefix(target, config.redis_db, config.timeout_ms or 1000,
+                                config.redis_auth)
+        return Moving(source, target, migration,
+                      slot_filter(table, config.hash_tag, migration), prefix, self.migrations)
 
     def _gate(self, shard: str) -> Gate | None:
         config = self.config
@@ -207,12 +137,37 @@ class Pool:
             listener(routes)
         for gate in self.gates.values():
             gate.routes_changed()
+        preparing = {s.migration.id for s in table.shards
+                     if s.migration is not None and s.migration.state == PREPARE}
+        for migration_id in [m for m in self.pauses if m not in preparing]:
+            self.pauses.pop(migration_id).release(routes)
         for address, backend in old.items():
             if address not in masters:
                 backend.retire()
         if self.config.preconnect:
             for backend in masters.values():
                 backend.preconnect()
+
+    async def drained(self, table: RoutingTable) -> bool:
+        """Once ``table`` is in force: True when every request sent before it to the source
+        of a migration it prepares has been answered (a PING behind them on each of the
+        source's shared connections answered), False if not within ``DRAIN_TIMEOUT``. True
+        at once for a table that prepares none. (Pinned connections are not waited for.)"""
+        sources = [s.master for s in table.shards
+                   if s.migration is not None and s.migration.state == PREPARE and s.master]
+        loop = asyncio.get_running_loop()
+        answered: list[asyncio.Future[bytes]] = []
+        for address in sources:
+            backend = self.backends.get(address)
+            for connection in backend.all_connections() if backend is not None else []:
+                if connection.fifo:
+                    future: asyncio.Future[bytes] = loop.create_future()
+                    connection.send(PING, _Resolve(future))
+                    answered.append(future)
+        if not answered:
+            return True
+        done, _ = await asyncio.wait(answered, timeout=DRAIN_TIMEOUT)
+        return len(done) == len(answered)
 
     def close(self) -> None:
         for backend in self.backends.values():
@@ -230,3 +185,16 @@ class Pool:
                 hold_time=hold.hold_time.copy(), outages=dict(hold.outages),
             ) if self.config.failover_hold_ms else None,
         )
+
+
+class _Resolve:
+    """A waiter that resolves a future with the reply."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[bytes]):
+        self.future = future
+
+    def settle(self, raw: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(raw)

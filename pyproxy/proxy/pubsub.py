@@ -50,7 +50,8 @@ from .session import Mode, Session
 
 if TYPE_CHECKING:
     from ..routing.routes import Routes
-    from .pool import Pool, ShardRoute
+    from .pool import Pool
+    from .route import ShardRoute
 
 log = logging.getLogger("pyproxy.pubsub")
 

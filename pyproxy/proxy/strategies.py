@@ -23,10 +23,11 @@ from . import errors, fanout, local
 from .dispatch import Context, Strategy
 from .errors import Unroutable
 from .replies import Reply
+from .route import single
 from .session import Session
 
 if TYPE_CHECKING:
-    from .pool import ShardRoute
+    from .route import ShardRoute
 
 
 def first_shard(ctx: Context) -> ShardRoute:
@@ -62,9 +63,9 @@ class SameShard(Strategy):
     def target(self, ctx: Context, command: Command, args: list[bytes]) -> ShardRoute:
         """The one shard that serves the command; ``Unroutable`` if there is none."""
         owners = self.routes(ctx, command, args)
-        if len(owners) > 1:
-            raise Unroutable(errors.cross_shard(command))
-        return owners.pop() if owners else first_shard(ctx)
+        if not owners:
+            return first_shard(ctx)
+        return single(owners, command)
 
     def routes(self, ctx: Context, command: Command, args: list[bytes]) -> set[ShardRoute]:
         try:

@@ -7,7 +7,10 @@ and WATCH/UNWATCH on a pinned connection.
   transaction's shard, which the first key fixes (or the watched shard). A command that fails
   a check gets its error and marks the transaction failed: EXEC then answers ``-EXECABORT``
   and **nothing is sent to any shard**. Otherwise the proxy answers ``+QUEUED`` itself and
-  keeps the command's frame.
+  keeps the command. Keys moving to a shard (a migration's, ``migration``) count as that
+  shard's. After a topology change the queued commands are checked again against the routes
+  in force; if their keys no longer live on one shard, EXEC answers ``-EXECABORT pyproxy:
+  ...`` and nothing runs.
 * EXEC sends ``MULTI``, the queued frames and ``EXEC`` in one go to the shard's connection —
   contiguous in its FIFO, so no other client's request can come between them on that
   connection — and the client gets EXEC's reply exactly as Redis sent it: the array with
@@ -32,6 +35,7 @@ from . import errors
 from .dispatch import Context, Strategy
 from .errors import Unroutable
 from .replies import Reply, Swallow, Waiter
+from .route import ShardRoute, one_shard, single
 from .session import Mode, Session
 
 MULTI = encode_command([b"MULTI"])
@@ -65,11 +69,11 @@ class TransactionControl(Strategy):
 def watch(ctx: Context, session: Session, command: Command, args: list[bytes],
           reply: Reply) -> None:
     locate = ctx.pool.routes.locate
-    owners = {locate(args[p]) for p in command.key_positions(args)}
-    if len(owners) > 1:
-        reply.settle(errors.cross_shard(command))
+    try:
+        route = single({locate(args[p]) for p in command.key_positions(args)}, command)
+    except Unroutable as refusal:
+        reply.settle(refusal.reply)
         return
-    route = owners.pop()
     pin = session.pin
     if pin is not None and pin.shard != route.name:
         reply.settle(resp.error(f"ERR pyproxy: this connection already watches keys of shard "
@@ -93,12 +97,15 @@ class Transaction(Mode):
     def __init__(self, ctx: Context, session: Session):
         self.ctx = ctx
         self.session = session
-        self.frames: list[bytes] = []
+        self.queue: list[tuple[Command, list[bytes]]] = []
         self.shard: str | None = session.pin.shard if session.pin is not None else None
+        self.routes = ctx.pool.routes  # the routes the queued commands were checked against
+        self.owners: set[ShardRoute] = set()  # what serves their keys, in those routes
         self.failed = False
+        self.moved = False  # a topology change left the queued keys on several shards
 
     def queued(self) -> int:
-        return len(self.frames)
+        return len(self.queue)
 
     def rejected(self) -> None:
         self.failed = True
@@ -121,36 +128,68 @@ class Transaction(Mode):
         return True
 
     def _queue(self, command: Command, args: list[bytes], reply: Reply) -> None:
-        strategy = self.ctx.strategies[command.index]
+        if self.ctx.pool.routes is not self.routes:  # a topology change since the last check
+            self.routes = self.ctx.pool.routes
+            owners = self._owners()
+            self.moved = self.moved or owners is None
+            self.owners = owners or set()
         try:
-            routes = strategy.routes(self.ctx, command, args)
+            self.owners = self._add(command, args, self.owners)
         except Unroutable as refusal:
             self.failed = True
             reply.settle(refusal.reply)
             return
-        for route in routes:
-            if self.shard is None:
-                self.shard = route.name
-            elif route.name != self.shard:
-                self.failed = True
-                reply.settle(errors.transaction_cross_shard(command, self.shard))
-                return
-        self.frames.append(encode_command(args))
+        self.queue.append((command, args))
         reply.settle(errors.QUEUED)
 
+    def _add(self, command: Command, args: list[bytes],
+             owners: set[ShardRoute]) -> set[ShardRoute]:
+        """``owners`` with the command's: ``Unroutable`` unless one shard (the watched one,
+        if any) serves them all."""
+        ctx = self.ctx
+        own = ctx.strategies[command.index].routes(ctx, command, args)
+        if not own:
+            return owners
+        single(own, command)  # its own keys on one shard
+        more = owners | own
+        shard = self.shard or next(iter(owners or own)).name
+        route = one_shard(more)
+        if route is None and any(owner.migrating for owner in more):
+            raise Unroutable(errors.mixed_migration(f"'{command.name.upper()}'"))
+        if route is None or route.name != shard:
+            raise Unroutable(errors.transaction_cross_shard(command, shard))
+        return more
+
+    def _owners(self) -> set[ShardRoute] | None:
+        """What serves the queued commands' keys in the routes in force; None if one shard
+        no longer does (a topology change moved some)."""
+        owners: set[ShardRoute] = set()
+        try:
+            for command, args in self.queue:
+                owners = self._add(command, args, owners)
+        except Unroutable:
+            return None
+        return owners
+
     def _exec(self, reply: Reply) -> None:
-        frames, failed, shard = self.frames, self.failed, self.shard
         session = self.session
-        if failed:
+        if self.failed:
             self._finish()
             reply.settle(errors.EXECABORT)
             return
         routes = self.ctx.pool.routes
-        route = next((r for r in routes.shards if r.name == shard), None) if shard else None
-        if route is None:
-            route = next((r for r in routes.shards if r.backend is not None), routes.shards[0])
+        owners = self.owners if routes is self.routes else self._owners()
+        if owners is None or self.moved:
+            self._finish()
+            reply.settle(errors.TRANSACTION_MOVED)
+            return
+        route = one_shard(owners) if owners else None
+        if route is None:  # no key: the watched shard, or the first with a master
+            route = next((r for r in routes.shards if r.name == self.shard), None) or next(
+                (r for r in routes.shards if r.backend is not None), routes.shards[0])
         swallow: Waiter = Swallow(_ignore)
-        block = [(MULTI, swallow), *((frame, swallow) for frame in frames), (EXEC, reply)]
+        block = [(MULTI, swallow), *((encode_command(args), swallow) for _, args in self.queue),
+                 (EXEC, reply)]
         route.send_block(block, session)
         session.written.add(route.name)
         if session.pin is not None:

@@ -5,9 +5,10 @@
 in nutcracker's server order (config sorts them as nutcracker does: by name, shorter first,
 then bytewise). Every key goes where nutcracker sends it while all servers are up:
 
-* ``modula``: slot = hash(key) % modulus, the shard whose range holds the slot. The ranges
+* ``modula``: slot = hash(key) % modulus, the shard whose ranges hold the slot. The ranges
   are nutcracker's modula continuum (one entry per unit of weight, servers in order), or
-  pyproxy's explicit slot ranges over 4096 slots.
+  pyproxy's explicit slot ranges over 4096 slots (several per shard, or none). The slots of
+  a migration go to the endpoint the caller makes for it (``migrating``).
 * ``ketama``: nutcracker's ring (``ketama_points``): each shard gets points in proportion to
   its weight (the length of its range), at the md5 of ``"<name>-<n>"``; a key goes to the
   first point at or after hash(key), wrapping to the first point.
@@ -78,13 +79,16 @@ def ketama_points(servers: Sequence[tuple[str, int]]) -> tuple[list[int], list[i
 
 
 def weights(table: RoutingTable) -> list[tuple[str, int]]:
-    """``(name, weight)`` of each shard in table order: its range's length is its weight."""
-    return [(shard.name, shard.end - shard.start + 1) for shard in table.shards]
+    """``(name, weight)`` of each shard in table order: its slots' count is its weight."""
+    return [(shard.name, shard.slots) for shard in table.shards]
 
 
-def locator(table: RoutingTable, endpoints: Sequence[E],
-            hash_tag: bytes | None) -> Callable[[bytes], E]:
-    """``key -> endpoints[index of the shard that owns key]`` for the table's placement."""
+def locator(table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None,
+            migrating: Callable[[int, int], E] | None = None) -> Callable[[bytes], E]:
+    """``key -> endpoints[index of the shard that owns key]`` for the table's placement.
+
+    Under modula a slot of a shard's ``migration`` goes to ``migrating(source index, target
+    index)`` instead (made once per pair) when given."""
     if len(endpoints) != len(table.shards):
         raise ValueError(f"{len(endpoints)} endpoints for {len(table.shards)} shards")
     if table.distribution == "random":
@@ -99,11 +103,40 @@ def locator(table: RoutingTable, endpoints: Sequence[E],
     if table.distribution != "modula":
         raise ValueError(f"unknown distribution {table.distribution!r}")
     slot_of = make_slotter(hash_tag, table.modulus, table.hash)
-    if table.modulus > SLOT_LIST_LIMIT:
-        ends = [shard.end for shard in table.shards]
-        owners_by_end = list(endpoints)
-        return lambda key: owners_by_end[bisect_left(ends, slot_of(key))]  # first end >= slot
+    pieces = _pieces(table, endpoints, migrating)
+    if table.modulus > SLOT_LIST_LIMIT:  # bisect the ranges' ends
+        ends = [end for _, end, _ in pieces]
+        placed = [endpoint for _, _, endpoint in pieces]
+        return lambda key: placed[bisect_left(ends, slot_of(key))]  # first end >= slot
     by_slot: list[E] = [endpoints[0]] * table.modulus
-    for shard, endpoint in zip(table.shards, endpoints, strict=True):
-        by_slot[shard.start : shard.end + 1] = [endpoint] * (shard.end - shard.start + 1)
+    for start, end, endpoint in pieces:
+        by_slot[start : end + 1] = [endpoint] * (end - start + 1)
     return lambda key: by_slot[slot_of(key)]
+
+
+def _pieces(table: RoutingTable, endpoints: Sequence[E],
+            migrating: Callable[[int, int], E] | None) -> list[tuple[int, int, E]]:
+    """``(start, end, endpoint)`` tiling the slots in order: each shard's ranges, with the
+    slots of a migration cut out of its source's and given to ``migrating(source, target)``."""
+    pieces: list[tuple[int, int, E]] = []
+    index_of = {shard.name: i for i, shard in enumerate(table.shards)}
+    for index, (shard, endpoint) in enumerate(zip(table.shards, endpoints, strict=True)):
+        moving = shard.migration
+        if moving is None or migrating is None:
+            pieces.extend((start, end, endpoint) for start, end in shard.ranges)
+            continue
+        mover = migrating(index, index_of[moving.target])
+        cuts = sorted(moving.slots)
+        for start, end in shard.ranges:
+            at = start
+            for cut_start, cut_end in cuts:
+                if cut_end < start or cut_start > end:
+                    continue
+                if cut_start > at:
+                    pieces.append((at, cut_start - 1, endpoint))
+                pieces.append((cut_start, cut_end, mover))
+                at = cut_end + 1
+            if at <= end:
+                pieces.append((at, end, endpoint))
+    pieces.sort(key=lambda piece: piece[0])
+    return pieces

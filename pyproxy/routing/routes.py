@@ -10,6 +10,8 @@ mix; nothing outside this class indexes a routing list.
                     places it (``distribution``): one hash and one list index for modula and
                     ketama; a random endpoint on every call for random.
 * ``shards``        the endpoints in table order: ``shards[i]`` serves ``table.shards[i]``.
+* slots of a migration are located at ``migrating(source endpoint, target endpoint)``, one
+  endpoint per migrating pair, when the caller gives that factory.
 
 Pure: no I/O.
 """
@@ -28,7 +30,10 @@ E = TypeVar("E")
 class Routes(Generic[E]):
     __slots__ = ("table", "shards", "locate")
 
-    def __init__(self, table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None):
+    def __init__(self, table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None,
+                 migrating: Callable[[E, E], E] | None = None):
         self.table = table
         self.shards: tuple[E, ...] = tuple(endpoints)
-        self.locate: Callable[[bytes], E] = locator(table, self.shards, hash_tag)
+        pair = None if migrating is None else (
+            lambda source, target: migrating(self.shards[source], self.shards[target]))
+        self.locate: Callable[[bytes], E] = locator(table, self.shards, hash_tag, pair)

@@ -31,7 +31,7 @@ import hiredis
 
 from .. import address as addresses
 
-Command = Sequence[str | int]
+Command = Sequence[str | int | bytes]
 
 
 class RedisError(Exception):
@@ -49,7 +49,7 @@ class ReplyError(RedisError):
 def encode(command: Command) -> bytes:
     parts = [f"*{len(command)}\r\n".encode()]
     for arg in command:
-        data = str(arg).encode()
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
@@ -57,9 +57,11 @@ def encode(command: Command) -> bytes:
 class Conn:
     """One connection to ``host:port``, reconnected on demand."""
 
-    def __init__(self, address: str, timeout: float, password: str | None = None) -> None:
+    def __init__(self, address: str, timeout: float, password: str | None = None,
+                 db: int = 0) -> None:
         self.address = address
         self.password = password  # AUTH first on every new connection
+        self.db = db  # and SELECT, when not 0
         self.host, self.port = addresses.parse(address)
         self.timeout = timeout
         self.run_id: str | None = None
@@ -83,10 +85,14 @@ class Conn:
             self._sock = sock
         return self._sock
 
-    def _auth(self, fresh: bool) -> list[Command]:
-        """AUTH in front of the first commands of a new connection (when there is a password):
-        sent in the same write, so a fence still reaches a hung redis's socket at once."""
-        return [("AUTH", self.password)] if fresh and self.password is not None else []
+    def _setup(self, fresh: bool) -> list[Command]:
+        """AUTH (when there is a password) and SELECT (when not db 0) in front of the first
+        commands of a new connection: sent in the same write, so a fence still reaches a hung
+        redis's socket at once."""
+        if not fresh:
+            return []
+        setup: list[Command] = [("AUTH", self.password)] if self.password is not None else []
+        return setup + ([("SELECT", self.db)] if self.db else [])
 
     def post(self, *commands: Command) -> None:
         """Send without waiting for replies; the connection is then closed (unread replies
@@ -94,7 +100,7 @@ class Conn:
         deadline = time.monotonic() + self.timeout
         try:
             fresh = self._sock is None
-            self._send(self._connect(deadline), deadline, [*self._auth(fresh), *commands])
+            self._send(self._connect(deadline), deadline, [*self._setup(fresh), *commands])
         finally:
             self.close()
 
@@ -102,13 +108,14 @@ class Conn:
         """Send ``commands`` in one write and return their replies, in order."""
         deadline = time.monotonic() + self.timeout
         try:
-            auth = self._auth(self._sock is None)
+            setup = self._setup(self._sock is None)
             sock = self._connect(deadline)
             if self.run_id is None:
                 commands = (("INFO", "server"), *commands)
-            self._send(sock, deadline, [*auth, *commands])
-            if auth and isinstance(reply := self._read(sock, deadline), hiredis.ReplyError):
-                raise ReplyError(f"{self.address}: AUTH refused: {reply}")
+            self._send(sock, deadline, [*setup, *commands])
+            for command in setup:
+                if isinstance(reply := self._read(sock, deadline), hiredis.ReplyError):
+                    raise ReplyError(f"{self.address}: {command[0]!s} refused: {reply}")
             replies = [self._read(sock, deadline) for _ in commands]
         except (OSError, RedisError, hiredis.ProtocolError) as exc:
             self.close()
@@ -129,7 +136,7 @@ class Conn:
         except OSError as exc:
             raise NotSent(f"send to {self.address}: {_reason(exc)}") from None
 
-    def call(self, *command: str | int) -> Any:
+    def call(self, *command: str | int | bytes) -> Any:
         return self.pipeline(command)[0]
 
     def _read(self, sock: socket.socket, deadline: float) -> Any:
