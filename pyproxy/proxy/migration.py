@@ -53,7 +53,7 @@ from . import errors
 from .errors import Failure, Unroutable
 from .replies import Waiter
 from .route import Pin, ShardRoute, one_shard
-from .session import Session
+from .session import Pinned, Session
 
 if TYPE_CHECKING:
     from ..routing.routes import Routes
@@ -125,21 +125,38 @@ class Moving(ShardRoute):
 
     def send(self, payload: bytes, waiter: Waiter, session: Session,
              readonly: bool = False) -> None:
-        self._after_move((payload,), session, [waiter],
-                         lambda: self.target.send(payload, waiter, session, readonly))
+        pin = self._pin(session)
+        if pin is None:
+            self._after_move((payload,), session, [waiter], None,
+                             lambda: self.target.send(payload, waiter, session, readonly))
+        else:
+            self._after_move((payload,), session, [waiter], pin,
+                             lambda: pin.send(payload, waiter))
 
     def send_block(self, block: list[tuple[bytes, Waiter]], session: Session) -> None:
-        self._after_move([frame for frame, _ in block], session, [w for _, w in block],
-                         lambda: self.target.send_block(block, session))
+        frames, waiters = [frame for frame, _ in block], [waiter for _, waiter in block]
+        pin = self._pin(session)
+        if pin is None:
+            self._after_move(frames, session, waiters, None,
+                             lambda: self.target.send_block(block, session))
+        else:
+            self._after_move(frames, session, waiters, pin, lambda: pin.send_block(block))
 
     def pin(self, session: Session, reset: list[bytes], blocking: bool = False) -> Pin:
         return self.target.pin(session, reset, blocking)
 
     def send_pinned(self, pin: Pin, payload: bytes, waiter: Waiter) -> None:
-        self._after_move((payload,), None, [waiter], lambda: pin.send(payload, waiter))
+        self._after_move((payload,), None, [waiter], pin, lambda: pin.send(payload, waiter))
+
+    def _pin(self, session: Session) -> Pinned | None:
+        """The session's pin on the target, taken now: by the time the keys have moved the
+        session may have let it go (EXEC right after its block), so the block holds it."""
+        pin = session.pin
+        return pin if pin is not None and pin.shard == self.target.name else None
 
     def _after_move(self, frames: Iterable[bytes], session: Session | None,
-                    waiters: list[Waiter], then: Callable[[], None]) -> None:
+                    waiters: list[Waiter], pin: Pinned | None,
+                    then: Callable[[], None]) -> None:
         keys = keys_in(frames, self.moves)
         if not keys:
             then()
@@ -149,11 +166,13 @@ class Moving(ShardRoute):
             return
         self.counters.moves += 1
         frame = encode_command([*self.prefix, b"KEYS", *keys])
-        move = _Move(self, keys, session, waiters, then)
+        if pin is not None:
+            pin.hold()  # released only once the request is on it (see Pin)
+        move = _Move(self, keys, session, waiters, pin, then)
         if session is None:  # a pinned call's (blocking): on the source's shared connection
             source = self.source.backend
             if source is None:
-                self._failed(waiters, errors.no_master(self.source.name))
+                move.fail(errors.no_master(self.source.name))
             else:
                 source.send(frame, move)
         else:
@@ -169,37 +188,45 @@ class Moving(ShardRoute):
 class _Move:
     """The waiter of one MIGRATE (and of the DEL after a BUSYKEY)."""
 
-    __slots__ = ("route", "keys", "session", "waiters", "then", "deleting")
+    __slots__ = ("route", "keys", "session", "waiters", "pin", "then", "deleting")
 
     def __init__(self, route: Moving, keys: list[bytes], session: Session | None,
-                 waiters: list[Waiter], then: Callable[[], None]):
+                 waiters: list[Waiter], pin: Pinned | None, then: Callable[[], None]):
         self.route, self.keys, self.session = route, keys, session
-        self.waiters, self.then = waiters, then
+        self.waiters, self.pin, self.then = waiters, pin, then
         self.deleting = False
 
     def settle(self, raw: bytes) -> None:
         route = self.route
         if self.deleting:
             if raw.startswith(b":"):
-                self.then()
+                self.done()
             else:
-                route._failed(self.waiters, raw)
+                self.fail(raw)
         elif raw in _MOVED:
-            self.then()
+            self.done()
         elif raw.startswith(b"-") and b"BUSYKEY" in raw[:64] and not isinstance(raw, Failure):
             route.counters.busy += 1
             self.deleting = True
             delete = encode_command([b"DEL", *self.keys])
-            if self.session is None:
-                backend = route.source.backend
-                if backend is None:
-                    route._failed(self.waiters, errors.no_master(route.source.name))
-                else:
-                    backend.send(delete, self)
-            else:
+            if self.session is not None:
                 route.source.send(delete, self, self.session, readonly=True)
+            elif route.source.backend is not None:
+                route.source.backend.send(delete, self)
+            else:
+                self.fail(errors.no_master(route.source.name))
         else:
-            route._failed(self.waiters, raw)
+            self.fail(raw)
+
+    def done(self) -> None:
+        self.then()
+        if self.pin is not None:
+            self.pin.unhold()
+
+    def fail(self, why: bytes) -> None:
+        self.route._failed(self.waiters, why)
+        if self.pin is not None:
+            self.pin.unhold()
 
 
 class Pause:
