@@ -241,3 +241,27 @@ def test_requests_sent_before_prepare_are_answered_before_the_acknowledgement(
 def tuple_of(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
     return host, int(port)
+
+
+def test_a_blocked_pop_follows_its_key_to_the_target(cluster: Any) -> None:
+    """BLPOP waiting on the source when its slot starts to migrate is taken back (CLIENT
+    UNBLOCK ... TIMEOUT) and waits on the target, where the next push goes; one sent while
+    the slot is being prepared waits for it to move."""
+    layout, a, b, proxies = cluster
+    early, late = moving_keys(2, "q:")
+    with Raw(*tuple_of(proxies[0])) as waiting, Raw(*tuple_of(proxies[0])) as parked:
+        waiting.cmd("BLPOP", early, 0)
+        wait_until(lambda: a.client().info("clients")["blocked_clients"] == 1, DEADLINE,
+                   "BLPOP blocked on the source")
+        layout.wait_acknowledged(layout.migrate(PREPARE))
+        parked.cmd("BLPOP", late, 0)
+        layout.wait_acknowledged(layout.migrate(MOVING))
+        wait_until(lambda: b.client().info("clients")["blocked_clients"] == 2, DEADLINE,
+                   "both BLPOPs waiting on the target")
+        assert a.client().info("clients")["blocked_clients"] == 0
+        assert call(proxies[1], "RPUSH", early, "job-1") == 1
+        assert call(proxies[1], "RPUSH", late, "job-2") == 1
+        assert waiting.reply() == b"*2\r\n$%d\r\n%s\r\n$5\r\njob-1\r\n" % (len(early),
+                                                                           early.encode())
+        assert parked.reply() == b"*2\r\n$%d\r\n%s\r\n$5\r\njob-2\r\n" % (len(late),
+                                                                          late.encode())

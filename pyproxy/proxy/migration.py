@@ -31,9 +31,11 @@ anywhere but on the target, and only after moving the key there. Commands whose 
 the migration's slots and in the source's other slots at once (two shards now) are refused by
 the strategies with ``-TRYAGAIN``, nothing sent.
 
-What is left out: a blocking call already waiting on the source when its slot starts to
-prepare keeps waiting there (pushes now go to the target) until its own timeout; a WATCH or
-blocking call on a slot being prepared gets ``-TRYAGAIN`` (the phase lasts about a second).
+Blocking calls: one on a slot being prepared is parked (``Pause.park``) and starts once the
+slot moves; one already waiting on the source when its slot starts to migrate is taken back
+(``blocking``: ``CLIENT UNBLOCK ... TIMEOUT``, which proves nothing was popped) and waits
+again where its keys now go. A WATCH on a slot being prepared gets ``-TRYAGAIN`` (the phase
+lasts about a second).
 """
 
 from __future__ import annotations
@@ -230,9 +232,10 @@ class _Move:
 
 
 class Pause:
-    """Requests for the slots of a migration being prepared, in the order they came."""
+    """Requests for the slots of a migration being prepared, in the order they came, and
+    blocking calls parked until it moves (``park``)."""
 
-    __slots__ = ("loop", "migration", "counters", "held", "timer", "expired")
+    __slots__ = ("loop", "migration", "counters", "held", "parked", "timer", "expired")
 
     def __init__(self, migration: Migration, counters: MigrationStats):
         self.loop = asyncio.get_running_loop()
@@ -241,6 +244,7 @@ class Pause:
         # (payload or block, waiter(s), session, readonly, since)
         self.held: deque[tuple[bytes | list[tuple[bytes, Waiter]], list[Waiter], Session,
                                bool, float]] = deque()
+        self.parked: deque[tuple[Callable[[Routes[ShardRoute] | None], None], float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.expired = errors.migration_not_started(PREPARE_HOLD)
 
@@ -248,20 +252,35 @@ class Pause:
              session: Session, readonly: bool) -> None:
         self.counters.paused += 1
         self.held.append((request, waiters, session, readonly, self.loop.time()))
+        self._arm()
+
+    def park(self, resume: Callable[[Routes[ShardRoute] | None], None]) -> None:
+        """``resume(routes)`` once the slots move (or are not migrating any more), or
+        ``resume(None)`` after ``PREPARE_HOLD`` seconds."""
+        self.counters.paused += 1
+        self.parked.append((resume, self.loop.time()))
+        self._arm()
+
+    def _arm(self) -> None:
         if self.timer is None:
-            self.timer = self.loop.call_later(PREPARE_HOLD, self._expire)
+            firsts = [queue[0][-1] for queue in (self.held, self.parked) if queue]
+            self.timer = self.loop.call_at(min(firsts) + PREPARE_HOLD, self._expire)
 
     def _expire(self) -> None:
         self.timer = None
-        now = self.loop.time()
-        held = self.held
-        while held and now - held[0][4] >= PREPARE_HOLD - 0.001:
+        limit = self.loop.time() - PREPARE_HOLD + 0.001
+        held, parked = self.held, self.parked
+        while held and held[0][4] <= limit:
             _, waiters, _, _, _ = held.popleft()
             self.counters.pause_expired += 1
             for waiter in waiters:
                 waiter.settle(self.expired)
-        if held:
-            self.timer = self.loop.call_at(held[0][4] + PREPARE_HOLD, self._expire)
+        while parked and parked[0][1] <= limit:
+            resume, _ = parked.popleft()
+            self.counters.pause_expired += 1
+            resume(None)
+        if held or parked:
+            self._arm()
 
     def release(self, routes: Routes[ShardRoute]) -> None:
         """The migration moves now (or is gone): route every held request again by its key."""
@@ -269,6 +288,7 @@ class Pause:
             self.timer.cancel()
             self.timer = None
         held, self.held = self.held, deque()
+        parked, self.parked = self.parked, deque()
         for request, waiters, session, readonly, _ in held:
             frames = [request] if isinstance(request, bytes) else [f for f, _ in request]
             route = one_shard({routes.locate(key) for key in keys_in(frames, _any)})
@@ -279,6 +299,8 @@ class Pause:
                 route.send(request, waiters[0], session, readonly)
             else:
                 route.send_block(request, session)
+        for resume, _ in parked:
+            resume(routes)
 
 
 def _any(key: bytes) -> bool:
