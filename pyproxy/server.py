@@ -204,11 +204,11 @@ class Proxy:
         await asyncio.sleep(0)
 
 
-def _split_address(text: str, what: str) -> tuple[str, int]:
-    """``[HOST:]PORT`` for the exporters' flags (the host defaults to 127.0.0.1)."""
-    host, _, port = text.rpartition(":")
+def exporter_address(text: str, what: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` of an exporter's flag (``address.parse_endpoint``), or a
+    ``StartupError`` naming the flag."""
     try:
-        return address.parse(f"{host or '127.0.0.1'}:{port}")
+        return address.parse_endpoint(text)
     except address.AddressError as exc:
         raise StartupError(f"{what}: expected HOST:PORT, got {text!r} ({exc})") from None
 
@@ -219,12 +219,12 @@ async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None)
 
     try:
         if metrics:
-            host, port = _split_address(metrics, "--metrics")
+            host, port = exporter_address(metrics, "--metrics")
             port = proxy.role.port(port)
             serve_metrics(proxy.snapshot, asyncio.get_running_loop(), host, port)
             log.info("metrics on http://%s:%d/metrics", host, port)
         if stats:
-            host, port = _split_address(stats, "stats address")
+            host, port = exporter_address(stats, "stats address")
             port = proxy.role.port(port)
             proxy.servers.append(await serve_stats(proxy.snapshot, host, port))
             log.info("nutcracker-style stats on %s:%d", host, port)
