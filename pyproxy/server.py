@@ -105,7 +105,7 @@ class Proxy:
             view = pool.snapshot()
             topology = self.topologies.get(name)
             if topology is not None:
-                view = replace(view, topology=topology.stats.snapshot())
+                view = replace(view, topology=topology.snapshot())
             pools.append(view)
         return ProxySnapshot(self.started, tuple(pools))
 

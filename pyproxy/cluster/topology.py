@@ -40,6 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from kazoo.client import KazooState
@@ -159,6 +160,16 @@ class Topology:
         self._event_at = 0.0
         self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def registered(self) -> bool:
+        """True while our node exists as far as we can know: created in the session we are
+        connected with now (not while the connection is suspended, nor once it is lost)."""
+        return (self.stats.session_state == KazooState.CONNECTED and self._session is not None
+                and self._registered == self._session)
+
+    def snapshot(self) -> TopologySnapshot:
+        return replace(self.stats.snapshot(), registered=self.registered)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -181,6 +181,9 @@ class ProxyCollector:
                                       labels=["pool"])
         rejected = CounterMetricFamily("pyproxy_topology_rejected",
                                        "ZooKeeper topologies rejected as invalid", labels=["pool"])
+        registered = GaugeMetricFamily("pyproxy_zookeeper_registered",
+                                       "1 while the proxy's node exists in ZooKeeper (created "
+                                       "in the session connected now)", labels=["pool"])
         masters = CounterMetricFamily("pyproxy_master_changes", "Master changes followed",
                                       labels=["pool", "shard"])
         apply = GaugeMetricFamily("pyproxy_topology_apply_seconds",
@@ -192,12 +195,13 @@ class ProxyCollector:
                 continue
             for state in ("CONNECTING", "CONNECTED", "SUSPENDED", "LOST"):
                 session.add_metric([name, state], 1 if stats.session_state == state else 0)
+            registered.add_metric([name], 1 if stats.registered else 0)
             changes.add_metric([name], stats.changes)
             rejected.add_metric([name], stats.rejected)
             for shard, count in stats.master_changes.items():
                 masters.add_metric([name, shard], count)
             apply.add_metric([name], stats.last_apply_seconds)
-        yield from (session, changes, rejected, masters, apply)
+        yield from (session, registered, changes, rejected, masters, apply)
 
 
     def _hold(self, view: ProxySnapshot) -> Iterator[Metric]:

@@ -35,6 +35,7 @@ class TopologySnapshot:
     master_changes: dict[str, int]  # a private copy, by shard name
     last_apply_seconds: float
     registrations: int
+    registered: bool = False  # our node exists in the session we are connected with
 
 
 @dataclass(frozen=True, slots=True)
