@@ -2,7 +2,8 @@
 
 The hot path never touches prometheus_client: it bumps plain ints (see ``stats``), and
 ``ProxyCollector.collect`` turns them into metric families when Prometheus scrapes. The
-HTTP server is prometheus_client's own, in its thread, which never touches a live object:
+HTTP server (``web.serve``, which also serves the status page) runs in its own thread,
+which never touches a live object:
 each scrape asks the event loop for a ``ProxySnapshot`` (built there, from copies) and waits
 for it, so nothing the loop changes can change under the collector's iteration.
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from .. import __version__
+from ..web import Page, serve
 from .snapshot import ProxySnapshot
 from .stats import COMMAND_NAMES, Histogram
 
@@ -238,12 +240,12 @@ class ProxyCollector:
 
 
 def serve_metrics(snapshot: Callable[[], ProxySnapshot], loop: asyncio.AbstractEventLoop,
-                  host: str, port: int) -> None:
-    """Serve ``/metrics`` on host:port from prometheus_client's HTTP thread; ``snapshot`` is
-    run on ``loop`` for every scrape.
+                  host: str, port: int, pages: Mapping[str, Page]) -> None:
+    """Serve ``/metrics`` and ``pages`` (the status page) on host:port from the HTTP server's
+    thread (``web.serve``); ``snapshot`` is run on ``loop`` for every scrape.
 
     Raises OSError (e.g. address in use) for the caller to report as a startup error.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(on_loop(snapshot, loop)))  # type: ignore[arg-type]
-    start_http_server(port, addr=host, registry=registry)
+    serve(host, port, registry, pages)

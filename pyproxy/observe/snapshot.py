@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..routing.table import RoutingTable
+from .history import TableEvent
+from .hotkeys import HotKey
+from .slowlog import SlowEntry
 from .stats import Histogram, PoolStats, ServerStats
 
 
@@ -51,6 +54,19 @@ class HoldSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivitySnapshot:
+    """Where a pool's requests go and what was slow (``hotkeys``, ``slowlog``, ``history``)."""
+
+    slot_requests: tuple[int, ...]  # keys located per slot since start (modula pools)
+    hot_keys: tuple[HotKey, ...]  # the hottest first
+    hot_samples: int  # the samples they are a share of
+    sample_every: int  # keys located per sample, on average
+    slowlog: tuple[SlowEntry, ...]  # newest first
+    events: tuple[TableEvent, ...]  # recent topology events, newest first
+    hash_tag: bytes | None  # the pool's, to place the hot keys
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     name: str
     listen: str
@@ -60,6 +76,7 @@ class PoolSnapshot:
     backends: dict[str, BackendSnapshot]  # by address: the masters routed to now
     topology: TopologySnapshot | None = None  # ZooKeeper pools only
     hold: HoldSnapshot | None = None  # pools with failover_hold only
+    activity: ActivitySnapshot | None = None  # set by the proxy (not by the pool alone)
 
     def backend_of(self, shard_index: int) -> BackendSnapshot | None:
         master = self.table.shards[shard_index].master
