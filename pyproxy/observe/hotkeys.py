@@ -26,11 +26,11 @@ Pure: no I/O (a clock is read when sampling and reporting).
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 from dataclasses import dataclass
+from random import getrandbits
 
-SAMPLE_EVERY = 32  # keys located per key sampled, on average
+SAMPLE_EVERY = 128  # keys located per key sampled, on average (a power of two)
 HOT_CAPACITY = 64  # counters of the summary
 HALF_LIFE = 60.0  # seconds after which every count is halved
 MAX_KEY_BYTES = 128
@@ -117,19 +117,22 @@ class SpaceSaving:
 class KeyLoad:
     """One pool's per-slot counters and hot-key summary (see the module docstring)."""
 
-    __slots__ = ("slots", "hot", "sample_every", "next_decay", "clock")
+    __slots__ = ("slots", "hot", "sample_every", "bits", "next_decay", "clock")
 
     def __init__(self, modulus: int, sample_every: int = SAMPLE_EVERY,
                  capacity: int = HOT_CAPACITY):
+        if sample_every < 1 or sample_every & (sample_every - 1):
+            raise ValueError(f"sample_every must be a power of two, not {sample_every}")
         self.slots = [0] * (modulus if modulus <= SLOT_COUNTERS_LIMIT else 0)
         self.hot = SpaceSaving(capacity)
         self.sample_every = sample_every
+        self.bits = sample_every.bit_length()  # gaps of 1 + bits random bits: 1..2N
         self.clock = time.monotonic
         self.next_decay = self.clock() + HALF_LIFE
 
     def gap(self) -> int:
-        """Keys to let pass before the next sample: 1..2N-1, N on average."""
-        return random.randrange(1, 2 * self.sample_every) if self.sample_every > 1 else 1
+        """Keys to let pass before the next sample: 1..2N, N + 1/2 on average."""
+        return 1 + getrandbits(self.bits)
 
     def sample(self, key: bytes) -> int:
         """Count ``key`` in the summary; return the gap to the next sample."""
