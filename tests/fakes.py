@@ -99,6 +99,9 @@ class FakePool:
         self.slowlog = SlowLog(self.config.slowlog_log_slower_than, self.config.slowlog_max_len,
                                lambda: table, self.config.hash_tag)
 
+    def route_of(self, shard: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == shard), None)
+
 
 class FakeClient:
     """What the executor needs of a client: a reply queue, a session, a flusher."""
