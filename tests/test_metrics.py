@@ -281,3 +281,22 @@ def test_registration_gauge_says_which_proxy_holds_its_node(
     finally:
         zk.stop()
         zk.close()
+
+
+def test_migration_counters_are_exported_for_zookeeper_pools_only() -> None:
+    """The counters of ``proxy/migration.py`` (a pool's ``MigrationSnapshot``) become
+    ``pyproxy_migration_*_total`` by pool; a pool that cannot migrate exports none."""
+    from pyproxy.observe.metrics import MIGRATION_SERIES, ProxyCollector
+    from pyproxy.observe.snapshot import MigrationSnapshot, PoolSnapshot, ProxySnapshot
+    from pyproxy.observe.stats import PoolStats
+    from pyproxy.routing import table as routing
+
+    table = routing.build([routing.Shard.of("redis-0000", 0, 4095, "127.0.0.1:1")], 4096)
+    counted = MigrationSnapshot(moves=7, busy=1, move_errors=2, paused=3, pause_expired=1)
+    pools = (PoolSnapshot("zk", "127.0.0.1:1", table, 0, PoolStats(), {}, migration=counted),
+             PoolSnapshot("static", "127.0.0.1:2", table, 0, PoolStats(), {}))
+    samples = {(sample.name, sample.labels.get("pool")): sample.value
+               for family in ProxyCollector(lambda: ProxySnapshot(0.0, pools)).collect()
+               if family.name.startswith("pyproxy_migration_") for sample in family.samples}
+    assert samples == {(f"pyproxy_migration_{name}_total", "zk"): getattr(counted, name)
+                       for name in MIGRATION_SERIES}

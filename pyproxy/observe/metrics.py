@@ -62,6 +62,15 @@ BACKEND_SERIES = {
     "errors": ("counter", "Backend connection failures (refused, reset)", "server_err"),
     "reconnects": ("counter", "Backend connections (re)established", "reconnects"),
 }
+# series (MigrationSnapshot attribute) -> help, for the slots of a migration
+MIGRATION_SERIES = {
+    "moves": "MIGRATEs sent to move a request's keys to the migration's target first",
+    "busy": "BUSYKEY answers to those: the target's copy kept, the source's deleted",
+    "move_errors": "Requests answered -TRYAGAIN because their keys could not be moved",
+    "paused": "Requests that waited for a migration being prepared to start moving",
+    "pause_expired": "Requests that waited for a migration being prepared until the hold ran "
+                     "out (they got -TRYAGAIN)",
+}
 
 
 def _histogram(name: str, help_text: str, labels: list[str]) -> HistogramMetricFamily:
@@ -106,6 +115,7 @@ class ProxyCollector:
         yield from self._backends(view)
         yield from self._topology(view)
         yield from self._hold(view)
+        yield from self._migration(view)
 
     def _pools(self, view: ProxySnapshot) -> Iterator[Metric]:
         pools = view.pools
@@ -237,6 +247,18 @@ class ProxyCollector:
             for shard, seconds in hold.outages.items():
                 outage.add_metric([pool.name, shard], seconds)
         yield from (held, *counters.values(), hold_time, outage)
+
+    def _migration(self, view: ProxySnapshot) -> Iterator[Metric]:
+        counters = {
+            attr: CounterMetricFamily(f"pyproxy_migration_{attr}", text, labels=["pool"])
+            for attr, text in MIGRATION_SERIES.items()
+        }
+        for pool in view.pools:
+            if pool.migration is None:
+                continue
+            for attr, family in counters.items():
+                family.add_metric([pool.name], getattr(pool.migration, attr))
+        yield from counters.values()
 
 
 def serve_metrics(snapshot: Callable[[], ProxySnapshot], loop: asyncio.AbstractEventLoop,

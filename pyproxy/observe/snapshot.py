@@ -54,6 +54,17 @@ class HoldSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrationSnapshot:
+    """What serving migrating slots did in a pool (``proxy/migration.py``), since start."""
+
+    moves: int  # MIGRATEs sent for requests
+    busy: int  # BUSYKEY answers: the source's stale copies deleted
+    move_errors: int  # requests answered -TRYAGAIN because their keys did not move
+    paused: int  # requests that waited for a migration being prepared
+    pause_expired: int  # ... until PREPARE_HOLD ran out (they got -TRYAGAIN)
+
+
+@dataclass(frozen=True, slots=True)
 class ActivitySnapshot:
     """Where a pool's requests go and what was slow (``hotkeys``, ``slowlog``, ``history``)."""
 
@@ -76,6 +87,7 @@ class PoolSnapshot:
     backends: dict[str, BackendSnapshot]  # by address: the masters routed to now
     topology: TopologySnapshot | None = None  # ZooKeeper pools only
     hold: HoldSnapshot | None = None  # pools with failover_hold only
+    migration: MigrationSnapshot | None = None  # ZooKeeper pools only (they can migrate)
     activity: ActivitySnapshot | None = None  # set by the proxy (not by the pool alone)
 
     def backend_of(self, shard_index: int) -> BackendSnapshot | None:

@@ -191,6 +191,7 @@ class Pool:
                 held_total=hold.held, expired=hold.expired, unknown=hold.unknown,
                 hold_time=hold.hold_time.copy(), outages=dict(hold.outages),
             ) if self.config.failover_hold_ms else None,
+            migration=self.migrations.snapshot() if self.config.uses_zookeeper else None,
         )
 
 
