@@ -97,6 +97,7 @@ class Proxy:
         self.histories: dict[str, TableHistory] = {}  # recent topology events, by pool name
         self.executors: list[Executor] = []
         self.flusher: Flusher | None = None
+        self.metrics = ""  # "host:port" of the metrics port once served, told in ZooKeeper
 
     def clients(self) -> list[Member]:
         return [client for pool in self.pools.values() for client in pool.clients]
@@ -199,7 +200,8 @@ class Proxy:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
         assert pool.config.zookeeper_path
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
-                            pool.drained, self.role.node(pool.config.zookeeper_path))
+                            pool.drained, self.role.node(pool.config.zookeeper_path),
+                            self.metrics)
         self.topologies[pool.name] = topology
         topology.start()
 
@@ -239,6 +241,7 @@ async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None)
             port = proxy.role.port(port)
             loop = asyncio.get_running_loop()
             serve_metrics(proxy.snapshot, loop, host, port, StatusPages(proxy, loop).pages())
+            proxy.metrics = f"{host}:{port}"
             log.info("metrics on http://%s:%d/metrics, status page on http://%s:%d/", host,
                      port, host, port)
         if stats:

@@ -134,11 +134,13 @@ class Topology:
         apply: Callable[[RoutingTable], None],
         drained: Callable[[RoutingTable], Awaitable[bool]],
         own_path: str | None = None,
+        metrics: str = "",
     ):
         assert config.zookeeper_host and config.zookeeper_path and config.zookeeper_redis_path
         self.config = config
         self.cluster = config.zookeeper_redis_path
         self.own_path = own_path or config.zookeeper_path
+        self.metrics = metrics  # our metrics address, told in our node (pyproxy-admin hotkeys)
         self.digest = config_digest
         self.current = current
         self.apply = apply
@@ -250,6 +252,7 @@ class Topology:
             started=_STARTED, config_digest=self.digest,
             topology_version=self.current().version, pool=self.config.name,
             layout=layout_of(acknowledged) if acknowledged is not None else "",
+            metrics=self.metrics,
         ).encode()
 
     async def _register(self) -> None:
