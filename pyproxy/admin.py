@@ -49,7 +49,7 @@ from .watchdog.probe import Conn, RedisError, parse_role
 ZK_CONNECT_TIMEOUT = 5.0
 ZK_SESSION_TIMEOUT = 5.0  # short: a killed resharding admin's lock goes with its session
 STATUS_TIMEOUT = 10.0  # seconds a proxy's /status.json gets to answer
-WILDCARDS = ("0.0.0.0", "")  # metrics hosts that name no one to connect to
+WILDCARD = "0.0.0.0"  # a metrics host that names no one to connect to
 
 
 class AdminError(Exception):
@@ -270,13 +270,14 @@ def registered_metrics(pool: configuration.PoolConfig) -> list[str]:
         for child in sorted(c for c in children if c == own or c.startswith(f"{own}.worker")):
             try:
                 info = zkschema.ProxyInfo.decode(zk.get(f"{parent}/{child}")[0])
-            except (NoNodeError, zkschema.SchemaError):
-                continue  # gone meanwhile, or not a proxy's node
-            if info.metrics:
+                if not info.metrics:
+                    continue  # it runs without --metrics
                 host, port = address.parse(info.metrics)
-                if host in WILDCARDS:
+                if host == WILDCARD:
                     host = address.parse(info.listen)[0]
-                found.append(f"{host}:{port}")
+            except (NoNodeError, zkschema.SchemaError, address.AddressError):
+                continue  # gone meanwhile, or not a proxy's node
+            found.append(f"{host}:{port}")
         return found
     finally:
         zk.stop()
@@ -295,7 +296,8 @@ def _status_json(where: str) -> dict[str, Any]:
 def hotkeys(where: list[str], pool: str | None, top: int) -> dict[str, Any]:
     """The ``top`` hottest keys of each pool (only ``pool`` if given) the proxies at ``where``
     report, their summaries added up: a key's count (and the error it may overestimate by)
-    summed over the proxies, its share of all their samples."""
+    summed over the proxies, its share of all their samples. Each proxy lists its hottest
+    only: a key one of them does not list counts 0 there."""
     pools: dict[str, dict[str, Any]] = {}
     for place in where:
         for reported in _status_json(place)["pools"]:
@@ -383,7 +385,7 @@ examples:
   pyproxy-admin slot user:42 -c conf/icd.yml  the key's slot, shard and current master
                                               (from the config alone with --offline or
                                               when ZooKeeper does not answer)
-  pyproxy-admin hotkeys -c conf/icd.yml     the keys taking the most requests, from the
+  pyproxy-admin hotkeys -c conf/icd.yml       the keys taking the most requests, from the
                                               status page of every proxy process registered
                                               at the pool's zookeeper_path (or give
                                               --metrics HOST:PORT of one proxy)
