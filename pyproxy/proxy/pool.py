@@ -11,7 +11,8 @@ answered. A shard that loses its master keeps its slots (they answer with an err
 keys never move to another shard.
 
 The pool also keeps what is per pool and not routing: its counters and its open clients
-(the count of clients is derived from that set, never kept by hand).
+(the count of clients is derived from that set, never kept by hand). Its backends count their
+pinned connections in the process's ``Descriptors``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..protocol.resp import encode_command
 from ..routing.routes import Routes
 from ..routing.table import PREPARE, Migration, RoutingTable
 from .backend import Backend
+from .descriptors import Descriptors
 from .flow import MemoryBudget
 from .hold import Gate, HoldStats
 from .migration import MigrationStats, Moving, Pause, Preparing, migrate_prefix, slot_filter
@@ -56,8 +58,10 @@ class Member(Protocol):
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, table: RoutingTable):
+    def __init__(self, config: PoolConfig, table: RoutingTable,
+                 descriptors: Descriptors | None = None):
         self.config = config
+        self.descriptors = descriptors or Descriptors(None)
         self.name = config.name
         self.backends: dict[str, Backend] = {}
         self.stats = PoolStats()
@@ -127,7 +131,8 @@ class Pool:
             if shard.master is not None and shard.master not in masters:
                 backend = self.backends.get(shard.master)
                 if backend is None or backend.retired:
-                    backend = Backend(shard.master, self.config, self.stats)
+                    backend = Backend(shard.master, self.config, self.stats,
+                                      self.descriptors)
                 masters[shard.master] = backend
         routes = self._routes(table, masters)
         old, self.backends = self.backends, masters
