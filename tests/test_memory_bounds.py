@@ -74,3 +74,52 @@ def test_past_the_pool_budget_new_requests_get_oom(redis_factory: Any,
             got += len(reader.recv(4 * MB))
         assert other.call("GET", key_on(1, b"oom")) == b"$-1\r\n"
     reader.close()
+
+
+def test_unauthenticated_half_bulks_are_refused_at_their_header(redis_factory: Any,
+                                                               proxy_factory: Any) -> None:
+    """Finding 4's other half: 200 clients that never AUTH sending half of a 5 MB bulk held
+    1 GB. Before AUTH a bulk over 16 KB is refused at its header, as Redis refuses it; the
+    proxy holds next to nothing and an authenticated client's round trips stay fast."""
+    import threading
+
+    a, b = redis_factory(), redis_factory()
+    servers = [f"{a.address}:0-2047", f"{b.address}:2048-4095"]
+    proxy = proxy_factory(lambda: pool_yaml(free_port(), servers, redis_auth="pw"))
+    before = rss(proxy.pid)
+    half = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000000\r\n" + b"x" * 2_500_000
+    answers: list[bytes] = []
+
+    def attack() -> None:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=DEADLINE) as s:
+                try:
+                    s.sendall(half)
+                except OSError:  # refused and closed before all of it was sent
+                    pass
+                try:
+                    answers.append(s.recv(200))
+                except OSError:  # the reset of our unread bytes may win the race
+                    answers.append(b"reset")
+
+    attackers = [threading.Thread(target=attack) for _ in range(10)]
+    peak, round_trips = before, []
+    with Raw("127.0.0.1", proxy.port) as other:
+        assert other.call("AUTH", "pw") == b"+OK\r\n"
+        for thread in attackers:
+            thread.start()
+        while any(t.is_alive() for t in attackers):
+            started = time.monotonic()
+            assert other.call("PING") == b"+PONG\r\n"
+            round_trips.append(time.monotonic() - started)
+            peak = max(peak, rss(proxy.pid))
+            time.sleep(0.01)
+        for thread in attackers:
+            thread.join(DEADLINE)
+    refused = b"-ERR Protocol error: unauthenticated bulk length\r\n"  # Redis 7's words
+    assert len(answers) == 200 and answers.count(refused) >= 100, set(answers)
+    assert set(answers) <= {refused, b"", b"reset"}
+    print(f"\nHALF-BULKS rss {before // MB} MiB -> peak {peak // MB} MiB; "
+          f"{answers.count(refused)} of 200 read the refusal")
+    assert peak - before < 48 * MB  # was 1 GB
+    assert max(round_trips) < 0.2, sorted(round_trips)[-5:]
