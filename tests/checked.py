@@ -12,7 +12,10 @@ against the request it answers:
   this round was acknowledged; otherwise (the write failed: it may or may not have run, or a
   restarted backend lost it) nil or the value of one of this client's rounds so far of that
   very key — anything else (another key's, another client's, a reply of the wrong type, a
-  later round) is a **mismatch**.
+  later round) is a **mismatch**. An acknowledged write read back as nil or as an earlier
+  round of its own key is counted apart, as **stale**: not a reply paired with the wrong
+  request but a write lost (a master killed before it replicated the write, its replica
+  promoted).
 
 ``Tally`` adds the counts of many clients up. Values can be large (``value_size``), and a
 client can reconnect every ``reconnect_every`` rounds (connects and disconnects under load).
@@ -53,7 +56,8 @@ class Tally:
     rounds: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     mismatches: int = 0
-    examples: list[str] = field(default_factory=list)  # the first few mismatches
+    stale: int = 0  # acknowledged writes read back older (lost in a failover)
+    examples: list[str] = field(default_factory=list)  # the first few mismatches and stale
     streak: int = 0  # rounds since the last error (of one client)
 
     def add(self, other: Tally) -> None:
@@ -61,6 +65,7 @@ class Tally:
         self.rounds += other.rounds
         self.errors.update(other.errors)
         self.mismatches += other.mismatches
+        self.stale += other.stale
         self.examples += other.examples[: max(0, 10 - len(self.examples))]
 
     def redis_errors(self) -> dict[str, int]:
@@ -69,7 +74,7 @@ class Tally:
     def summary(self) -> str:
         errors = ", ".join(f"{kind} {n}" for kind, n in self.errors.most_common()) or "none"
         return (f"{self.rounds} rounds, {self.ok} replies checked right, "
-                f"{self.mismatches} mismatched, errors: {errors}")
+                f"{self.mismatches} mismatched, {self.stale} stale, errors: {errors}")
 
 
 class CheckedClient(threading.Thread):
@@ -232,5 +237,11 @@ class CheckedClient(threading.Thread):
         if (got == self.value(index, round_)) if written else self._earlier(index, round_, got):
             self.tally.ok += 1
             return
-        self._mismatch(f"{what} of key {index} in round {round_} (written: {written}) "
-                       f"answered {got!r:.200}")
+        what = (f"{what} of key {index} in round {round_} (written: {written}) "
+                f"answered {got!r:.200}")
+        if written and self._earlier(index, round_, got):
+            self.tally.stale += 1
+            if len(self.tally.examples) < 10:
+                self.tally.examples.append(f"{self.label.decode()}: stale: {what}")
+            return
+        self._mismatch(what)

@@ -48,7 +48,7 @@ HEADER_BOMBS = (b"*2147483647\r\n", b"*3000000000\r\n", b"$536870913\r\n", b"*1\
 
 class Fuzzer(threading.Thread):
     def __init__(self, port: int, seed: int, host: str = "127.0.0.1", connections: int = 60,
-                 max_seconds: float = 10.0, big: int = 100_000) -> None:
+                 max_seconds: float = 10.0, big: int = 100_000, pause: float = 0.0) -> None:
         super().__init__(name=f"fuzzer {seed}", daemon=True)
         self.address = (host, port)
         self.seed = seed
@@ -56,6 +56,7 @@ class Fuzzer(threading.Thread):
         self.connections = connections
         self.max_seconds = max_seconds
         self.big = big  # the size of the occasional large value
+        self.pause = pause  # seconds between two connections
         self.outcomes: Counter[str] = Counter()  # what the connections saw, by kind
         self.sent = 0  # bytes
         self.crash: BaseException | None = None
@@ -120,6 +121,8 @@ class Fuzzer(threading.Thread):
                 if self._stop_event.is_set() or time.monotonic() > deadline:
                     break
                 self._one_connection()
+                if self.pause:
+                    self._stop_event.wait(self.pause)
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self.crash = exc
 
