@@ -60,17 +60,21 @@ def send_unread(proxy: Any, shard: Any, requests: bytes) -> socket.socket:
     so no reply can pause the reading half-way."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", proxy.port))
-    port = sock.getsockname()[1]
-    shard.pause()
     try:
-        sock.sendall(requests)
-        deadline = time.monotonic() + DEADLINE
-        while queued_bytes(port, proxy.port) + queued_bytes(proxy.port, port):
-            assert time.monotonic() < deadline, "the proxy did not read the pipeline"
-            time.sleep(0.01)
-    finally:
-        shard.resume()
+        sock.connect(("127.0.0.1", proxy.port))
+        port = sock.getsockname()[1]
+        shard.pause()
+        try:
+            sock.sendall(requests)
+            deadline = time.monotonic() + DEADLINE
+            while queued_bytes(port, proxy.port) + queued_bytes(proxy.port, port):
+                assert time.monotonic() < deadline, "the proxy did not read the pipeline"
+                time.sleep(0.01)
+        finally:
+            shard.resume()
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -84,7 +88,7 @@ def test_a_client_that_does_not_read_is_cut_off_with_rss_bounded(redis_factory: 
     before = rss(proxy.pid)
     greedy = send_unread(proxy, a, b"GET %s\r\n" % big * 2000)  # 2 GB of replies, never read
     round_trips = []
-    with Raw("127.0.0.1", proxy.port) as other:
+    with greedy, Raw("127.0.0.1", proxy.port) as other:
         deadline = time.monotonic() + DEADLINE
         while True:
             started = time.monotonic()
@@ -96,7 +100,6 @@ def test_a_client_that_does_not_read_is_cut_off_with_rss_bounded(redis_factory: 
             time.sleep(0.05)
         peak = rss(proxy.pid)
         assert other.call("GET", key_on(1, b"small")) == b"$-1\r\n"
-    greedy.close()
     grown = peak - before
     print(f"MEMORY-BOUND rss {before // MB} MiB -> {peak // MB} MiB (limit {limit // MB} MiB); "
           f"longest PING meanwhile {max(round_trips) * 1000:.0f} ms of {len(round_trips)}")
@@ -109,7 +112,7 @@ def test_past_the_pool_budget_new_requests_get_oom(redis_factory: Any,
     proxy, a, big = start(redis_factory, proxy_factory, client_output_limit=0,
                           proxy_memory_limit=8 * MB)
     reader = send_unread(proxy, a, b"GET %s\r\n" % big * 40)  # 40 MB held: not read (yet)
-    with Raw("127.0.0.1", proxy.port) as other:
+    with reader, Raw("127.0.0.1", proxy.port) as other:
         deadline = time.monotonic() + DEADLINE
         while (reply := other.call("GET", key_on(1, b"oom"))) == b"$-1\r\n":
             assert time.monotonic() < deadline, "the budget never filled"
@@ -121,7 +124,6 @@ def test_past_the_pool_budget_new_requests_get_oom(redis_factory: Any,
         while got < 40 * (MB + 12):  # "$1048576\r\n" + the value + "\r\n", 40 times
             got += len(reader.recv(4 * MB))
         assert other.call("GET", key_on(1, b"oom")) == b"$-1\r\n"
-    reader.close()
 
 
 def test_unauthenticated_half_bulks_are_refused_at_their_header(redis_factory: Any,
