@@ -3,8 +3,11 @@
 Invariants:
 
 * One listener per pool; every client of a pool shares that pool's backends.
-* A pool with ``client_connections: N`` (N > 0) has at most N clients: the next one gets
-  Redis's ``-ERR max number of clients reached`` and is closed, never joining the pool.
+* A pool with ``client_connections: N`` (N > 0) has at most N clients, and no pool admits a
+  client that would take a file descriptor kept for backends (``proxy.descriptors``: the
+  reserve is computed from RLIMIT_NOFILE and the pools' backends, server_connections,
+  backlog and pinned_connections). A client not admitted gets Redis's
+  ``-ERR max number of clients reached`` and is closed, never joining the pool.
   ``tcpkeepalive`` sets SO_KEEPALIVE on the listening socket, which accepted client sockets
   inherit (Linux); ``reuseport`` sets SO_REUSEPORT on it (as ``--workers`` does).
 * Startup either brings up every listener or none (a failure stops what was started and is
@@ -31,6 +34,7 @@ from .config import Config, PoolConfig
 from .observe.history import TableHistory
 from .observe.snapshot import ActivitySnapshot, ProxySnapshot
 from .proxy.client import Client
+from .proxy.descriptors import Descriptors
 from .proxy.execute import Executor
 from .proxy.pool import Member, Pool
 from .proxy.replies import Flusher
@@ -68,13 +72,17 @@ MAX_CLIENTS = b"-ERR max number of clients reached\r\n"  # redis-server's words
 
 
 class LimitedClient(Client):
-    """A client of a pool with ``client_connections``: counted when the connection is made
-    (not when accepted: several accepts may come before their ``connection_made``)."""
+    """A client of a pool with ``client_connections``, or of a process with a limit on open
+    files: counted when the connection is made (not when accepted: several accepts may come
+    before their ``connection_made``)."""
 
     __slots__ = ("refused",)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.refused = len(self.pool.clients) >= self.pool.config.client_connections
+        pool = self.pool
+        most = pool.config.client_connections
+        self.refused = (0 < most <= len(pool.clients)
+                        or not pool.descriptors.admits_client(self.clock()))
         if self.refused:
             transport.write(MAX_CLIENTS)  # type: ignore[attr-defined]  # a Transport
             transport.close()
@@ -98,6 +106,7 @@ class Proxy:
         self.executors: list[Executor] = []
         self.flusher: Flusher | None = None
         self.metrics = ""  # "host:port" of the metrics port once served, told in ZooKeeper
+        self.descriptors = Descriptors.of_process()
 
     def clients(self) -> list[Member]:
         return [client for pool in self.pools.values() for client in pool.clients]
@@ -128,10 +137,11 @@ class Proxy:
         self.flusher = Flusher(loop.call_soon)
         try:
             for pool_config in self.config.pools:
-                pool = Pool(pool_config, static_table(pool_config))
+                pool = Pool(pool_config, static_table(pool_config), self.descriptors)
                 self.pools[pool_config.name] = pool
                 history = self.histories[pool.name] = TableHistory(pool.table)
                 pool.on_routes.append(history.follow)
+                self.descriptors.pools.append(pool)
                 self.servers.append(await self._listen(loop, pool))
                 count = len(pool.table.shards)
                 log.info("pool %s listening on %s (%d shard%s)", pool.name, pool_config.listen,
@@ -142,6 +152,7 @@ class Proxy:
             await self.close()
             why = exc.strerror or exc
             raise StartupError(f"cannot listen on {pool_config.listen}: {why}") from None
+        log.info("%s", self.descriptors.describe())
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> asyncio.AbstractServer:
         config = pool.config
@@ -150,7 +161,8 @@ class Proxy:
         flusher = self.flusher
         assert flusher is not None
 
-        client = LimitedClient if config.client_connections else Client
+        limited = config.client_connections or self.descriptors.limit is not None
+        client = LimitedClient if limited else Client
 
         def factory() -> Client:
             return client(pool, executor, flusher)

@@ -378,6 +378,10 @@ class ManagedProcess:
     def _env(self) -> dict[str, str] | None:
         return None
 
+    def _preexec(self) -> Callable[[], None] | None:
+        """Run in the child between fork and exec (resource limits)."""
+        return None
+
     def _prepare(self) -> None:
         """Write config files etc. before each spawn."""
 
@@ -470,6 +474,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=str(self.dir),
                 env=self._env(),
+                preexec_fn=self._preexec(),
             )
         self._paused = False
         _register(self)
@@ -975,7 +980,8 @@ class ProxyProcess(ManagedProcess):
     ``config`` is YAML text, or a callable returning it (called again, for new ports, when a
     start fails with EADDRINUSE). Ready when every ``listen: host:port`` found anywhere in the
     YAML accepts a TCP connection. ``stop()`` returns False if SIGTERM was not enough within
-    ``stop_timeout`` (10 s) and it had to SIGKILL; ``forced_kill`` records that too."""
+    ``stop_timeout`` (10 s) and it had to SIGKILL; ``forced_kill`` records that too.
+    ``open_files`` sets RLIMIT_NOFILE (soft and hard) for the proxy process."""
 
     name = "pyproxy"
     log_name = "proxy.log"
@@ -987,8 +993,10 @@ class ProxyProcess(ManagedProcess):
         extra_args: Sequence[str] = (),
         tmpdir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         super().__init__(tmpdir)
+        self.open_files = open_files
         self._config_source = config
         self.config_text = config() if callable(config) else config
         self.extra_args = tuple(extra_args)
@@ -1042,6 +1050,14 @@ class ProxyProcess(ManagedProcess):
 
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "pyproxy", "-c", str(self.config_path), *self.extra_args]
+
+    def _preexec(self) -> Callable[[], None] | None:
+        if self.open_files is None:
+            return None
+        import resource
+
+        limits = (self.open_files, self.open_files)
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
     def _wait_ready(self, timeout: float) -> None:
         if not self.listens:

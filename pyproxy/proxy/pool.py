@@ -12,7 +12,8 @@ keys never move to another shard.
 
 The pool also keeps what is per pool and not routing: its counters and its open clients
 (the count of clients is derived from that set, never kept by hand), its SLOWLOG and the
-per-slot and hot-key counts its routes' ``locate`` feeds (``observe.hotkeys``).
+per-slot and hot-key counts its routes' ``locate`` feeds (``observe.hotkeys``). Its backends
+count their pinned connections in the process's ``Descriptors``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..protocol.resp import encode_command
 from ..routing.routes import Routes
 from ..routing.table import PREPARE, Migration, RoutingTable
 from .backend import Backend
+from .descriptors import Descriptors
 from .flow import MemoryBudget
 from .hold import Gate, HoldStats
 from .migration import MigrationStats, Moving, Pause, Preparing, migrate_prefix, slot_filter
@@ -59,8 +61,10 @@ class Member(Protocol):
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, table: RoutingTable):
+    def __init__(self, config: PoolConfig, table: RoutingTable,
+                 descriptors: Descriptors | None = None):
         self.config = config
+        self.descriptors = descriptors or Descriptors(None)
         self.name = config.name
         self.backends: dict[str, Backend] = {}
         self.stats = PoolStats()
@@ -134,7 +138,8 @@ class Pool:
             if shard.master is not None and shard.master not in masters:
                 backend = self.backends.get(shard.master)
                 if backend is None or backend.retired:
-                    backend = Backend(shard.master, self.config, self.stats)
+                    backend = Backend(shard.master, self.config, self.stats,
+                                      self.descriptors)
                 masters[shard.master] = backend
         routes = self._routes(table, masters)
         old, self.backends = self.backends, masters
