@@ -69,8 +69,11 @@ Decisions, by case:
   client then comes back to the same session after its backoff). A replica whose session
   expired and whose master's did not sees the master's node and registers behind it.
   A master whose session expired while its replicas' survived leaves a replica the lowest
-  node; every side holds ("resumed": less than T since the watchdog's own reconnection,
-  and a hold lasts at most T, however often the connection comes back meanwhile):
+  node; every side holds ("resumed": a hold begins less than T after the watchdog's own
+  reconnection and lasts at most T, however often the connection comes back meanwhile —
+  T from when the replica's node became the lowest, not from its reconnection: after a
+  ZooKeeper restart the master's session expires up to T after the replica reconnected,
+  and its watchdog learns it only when its own reconnection gets through):
   - the replica's watchdog, its node the lowest and its redis's link to its master up,
     does not promote (``Hold``); once the master's node appears (behind its own) it steps
     back: deletes its node and registers again, behind the master's.
@@ -92,8 +95,8 @@ Decisions, by case:
   ``REPLICAOF`` set it) — otherwise the master follows its replica and moves, as above. A
   replica cannot tell this from a master's watchdog that lost ZooKeeper alone: one whose
   own connection came back less than T before its master's node went (for any reason, its
-  master's redis still linked) waits until T after that reconnection before promoting; a
-  replica whose connection did not drop promotes at once, as ever.
+  master's redis still linked) waits T after that before promoting; a replica whose
+  connection did not drop promotes at once, as ever.
 * The master's redis died during the outage: its watchdog cannot register (failed
   checks); the replica's link is down, so it registers at once and is promoted.
 * The master's redis hung: the replica's link stays up (until redis's repl-timeout), so it
@@ -165,7 +168,7 @@ Timing bounds (measured numbers are in the test report / README):
   new session's node is created and confirmed (the same, + two round trips); only the
   master's session expired — once its replica has stepped back (+ a ROLE to the replica and
   three round trips more). A linked replica waits ≤ T for its master's node, and holds the
-  only node at most until T after its reconnection.
+  lowest node ≤ T.
 """
 
 from __future__ import annotations
@@ -351,12 +354,12 @@ class Daemon:
         renew = self.fenced_at + self.conf.session_timeout
         await_over = (self.awaiting is not None
                       and now >= self.awaiting[1] + self.conf.session_timeout)
-        # one session timeout after our reconnection, and a hold never lasts longer (however
-        # often the connection comes back meanwhile)
+        # a hold begins less than one session timeout after our reconnection and lasts one
+        # session timeout at most (however often the connection comes back meanwhile)
+        hold_from = now if self.held_since is None else self.held_since
         resumed = (self.reconnected_at is not None
-                   and now < self.reconnected_at + self.conf.session_timeout
-                   and (self.held_since is None
-                        or now < self.held_since + self.conf.session_timeout))
+                   and hold_from < self.reconnected_at + self.conf.session_timeout
+                   and now < hold_from + self.conf.session_timeout)
         state = d.State(
             me=self.me, health=self.health, last_role=self.last_role, failures=self.failures,
             failure_limit=self.conf.health_failures, listing=self.listing, node=self.node,

@@ -40,8 +40,9 @@ Rules, first match wins:
    * otherwise: replicate the lowest member; lift our fence (a paused replica does not
      apply its replication stream).
 
-   Right after ZooKeeper came back (``resumed``: less than one session timeout since our
-   connection was regained, and since the first turn of a run of ``Hold``), three rules come
+   Right after ZooKeeper came back (``resumed``: the first turn of a run of ``Hold`` comes
+   less than one session timeout after our connection was regained, and the run lasts one
+   session timeout at most; the daemon keeps the clock), three rules come
    first, for a shard where only the master's session expired and its replicas' survived —
    the lowest replica then holds the lowest node, and promoting it would move the master:
 
@@ -97,7 +98,7 @@ class State:
     fence_due: bool  # not fenced, or the fence lease needs renewing
     stopping: bool = False
     await_over: bool = False  # the wait of AwaitMaster has run out: register anyway
-    resumed: bool = False  # ZooKeeper came back less than one session ago (holds end then)
+    resumed: bool = False  # ZooKeeper came back just before: we may Hold (for ≤ T)
     lowest_follows_us: bool = False  # the redis of probe_target() replicates ours, link up
 
 
