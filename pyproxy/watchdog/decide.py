@@ -279,10 +279,10 @@ def _restarted(s: State, h: Health, members: list[Member]) -> list[Action]:
 
 
 def _join(s: State, h: Health, members: list[Member], ghosts: bool) -> list[Action]:
-    """Not registered: become a replica of the lowest member, then register (a master whose
-    linked replica holds the lowest node just after ZooKeeper came back registers without
-    following it); into an empty shard, a replica linked to its master waits for that
-    master's node first."""
+    """Not registered: become a replica of the lowest member, then register (just after
+    ZooKeeper came back, a master whose linked replica holds the lowest node, and a linked
+    replica of another redis, register without following it); into an empty shard, a
+    replica linked to its master waits for that master's node first."""
     acts: list[Action] = []
     if members:
         lowest = members[0]
