@@ -396,15 +396,16 @@ def test_quick_restart_of_master_counts_as_failure(zk: Any, redis_factory: Any,
     assert int(members(zk)[1].rsplit("-", 1)[1]) >= 2
 
 
-def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any,
-                             zk: Any) -> tuple[RedisServer, RedisServer, Watchdog]:
+def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any, zk: Any,
+                             session_ms: int = SESSION_MS
+                             ) -> tuple[RedisServer, RedisServer, Watchdog]:
     """Master a without a watchdog, b ``--replicaof a``; b's watchdog finds the shard empty
     with b's link up (what every replica's watchdog finds after a ZooKeeper-wide session
-    loss) and waits for a's node instead of registering."""
+    loss) and waits for a's node instead of registering, for ``session_ms``."""
     a = redis_factory()
     b = redis_factory(extra_args=("--replicaof", a.host, str(a.port)))
     wait_until(lambda: replicates(b, a), DEADLINE, "b replicates a")
-    wb = watchdog_factory(b)
+    wb = watchdog_factory(b, zkSessionTimeout=session_ms)
     wait_until(lambda: "waiting up to" in wb.log_text(), DEADLINE, "b's watchdog waits", wb)
     assert members(zk) == []
     return a, b, wb
@@ -412,8 +413,10 @@ def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any,
 
 def test_linked_replica_registers_behind_its_master(zk: Any, redis_factory: Any,
                                                     watchdog_factory: Any) -> None:
-    """The master's watchdog registers within the wait: the replica registers behind it."""
-    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk)
+    """The master's watchdog registers within the wait: the replica registers behind it.
+    (The wait, b's session, is long here: a's watchdog has to start within it, and a Python
+    process took 1.9 s to start on a busy box.)"""
+    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk, session_ms=6000)
     watchdog_factory(a)
     wait_until(lambda: len(members(zk)) == 2, DEADLINE, "both registered")
     assert addresses(zk) == [a.address, b.address]
