@@ -28,7 +28,8 @@ from dataclasses import replace
 from . import address
 from .cluster.topology import Topology
 from .config import Config, PoolConfig
-from .observe.snapshot import ProxySnapshot
+from .observe.history import TableHistory
+from .observe.snapshot import ActivitySnapshot, ProxySnapshot
 from .proxy.client import Client
 from .proxy.execute import Executor
 from .proxy.pool import Member, Pool
@@ -40,6 +41,7 @@ from .workers import SINGLE_PROCESS, Role
 log = logging.getLogger("pyproxy.server")
 
 SHUTDOWN_GRACE = 5.0
+HOT_KEYS_SHOWN = 20  # of the summary's counters, the hottest shown by snapshots
 
 
 class StartupError(Exception):
@@ -92,8 +94,10 @@ class Proxy:
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
         self.topologies: dict[str, Topology] = {}  # by pool name
+        self.histories: dict[str, TableHistory] = {}  # recent topology events, by pool name
         self.executors: list[Executor] = []
         self.flusher: Flusher | None = None
+        self.metrics = ""  # "host:port" of the metrics port once served, told in ZooKeeper
 
     def clients(self) -> list[Member]:
         return [client for pool in self.pools.values() for client in pool.clients]
@@ -102,12 +106,22 @@ class Proxy:
         """What the proxy looks like now, in copies: for INFO, stats and metrics (on the loop)."""
         pools = []
         for name, pool in self.pools.items():
-            view = pool.snapshot()
+            view = replace(pool.snapshot(), activity=self._activity(pool))
             topology = self.topologies.get(name)
             if topology is not None:
-                view = replace(view, topology=topology.stats.snapshot())
+                view = replace(view, topology=topology.snapshot())
             pools.append(view)
         return ProxySnapshot(self.started, tuple(pools))
+
+    def _activity(self, pool: Pool) -> ActivitySnapshot:
+        load = pool.load
+        hot, samples = load.top(HOT_KEYS_SHOWN)
+        history = self.histories.get(pool.name)
+        return ActivitySnapshot(
+            slot_requests=tuple(load.slots), hot_keys=tuple(hot), hot_samples=samples,
+            sample_every=load.sample_every, slowlog=tuple(pool.slowlog.latest(-1)),
+            events=history.recent() if history is not None else (),
+            hash_tag=pool.config.hash_tag)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,6 +130,8 @@ class Proxy:
             for pool_config in self.config.pools:
                 pool = Pool(pool_config, static_table(pool_config))
                 self.pools[pool_config.name] = pool
+                history = self.histories[pool.name] = TableHistory(pool.table)
+                pool.on_routes.append(history.follow)
                 self.servers.append(await self._listen(loop, pool))
                 count = len(pool.table.shards)
                 log.info("pool %s listening on %s (%d shard%s)", pool.name, pool_config.listen,
@@ -184,7 +200,8 @@ class Proxy:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
         assert pool.config.zookeeper_path
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
-                            pool.drained, self.role.node(pool.config.zookeeper_path))
+                            pool.drained, self.role.node(pool.config.zookeeper_path),
+                            self.metrics)
         self.topologies[pool.name] = topology
         topology.start()
 
@@ -204,11 +221,11 @@ class Proxy:
         await asyncio.sleep(0)
 
 
-def _split_address(text: str, what: str) -> tuple[str, int]:
-    """``[HOST:]PORT`` for the exporters' flags (the host defaults to 127.0.0.1)."""
-    host, _, port = text.rpartition(":")
+def exporter_address(text: str, what: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` of an exporter's flag (``address.parse_endpoint``), or a
+    ``StartupError`` naming the flag."""
     try:
-        return address.parse(f"{host or '127.0.0.1'}:{port}")
+        return address.parse_endpoint(text)
     except address.AddressError as exc:
         raise StartupError(f"{what}: expected HOST:PORT, got {text!r} ({exc})") from None
 
@@ -216,15 +233,19 @@ def _split_address(text: str, what: str) -> tuple[str, int]:
 async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None) -> None:
     from .observe.metrics import serve_metrics
     from .observe.statsport import serve_stats
+    from .statuspage import StatusPages
 
     try:
         if metrics:
-            host, port = _split_address(metrics, "--metrics")
+            host, port = exporter_address(metrics, "--metrics")
             port = proxy.role.port(port)
-            serve_metrics(proxy.snapshot, asyncio.get_running_loop(), host, port)
-            log.info("metrics on http://%s:%d/metrics", host, port)
+            loop = asyncio.get_running_loop()
+            serve_metrics(proxy.snapshot, loop, host, port, StatusPages(proxy, loop).pages())
+            proxy.metrics = f"{host}:{port}"
+            log.info("metrics on http://%s:%d/metrics, status page on http://%s:%d/", host,
+                     port, host, port)
         if stats:
-            host, port = _split_address(stats, "stats address")
+            host, port = exporter_address(stats, "stats address")
             port = proxy.role.port(port)
             proxy.servers.append(await serve_stats(proxy.snapshot, host, port))
             log.info("nutcracker-style stats on %s:%d", host, port)

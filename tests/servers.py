@@ -72,6 +72,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """The first of ``count`` consecutive TCP ports free on ``host`` a moment ago (what
+    ``--workers`` needs of ``--metrics``: worker i serves on the port + i)."""
+    for _ in range(attempts):
+        first = free_port(host)
+        if first + count > 65536:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return first
+    raise ServerError(f"no {count} consecutive free ports on {host} in {attempts} attempts")
+
+
 def _check_loopback(host: str) -> None:
     if not host.startswith("127."):
         raise ValueError(f"test servers only run on 127.0.0.0/8, not {host!r}")

@@ -490,3 +490,15 @@ def test_register_adopts_the_node_its_own_session_created(zk_hosts: str) -> None
             await topology.stop()
 
     assert asyncio.run(scenario()) == 1  # adopted, not created twice
+
+
+def test_proxy_info_round_trips_and_leaves_out_what_a_newer_proxy_adds() -> None:
+    info = zkschema.ProxyInfo("127.0.0.1:22121", "0.1.0", 42, 1.5, "d", 3, "alpha",
+                              metrics="127.0.0.1:22123")
+    assert zkschema.ProxyInfo.decode(info.encode()) == info
+    newer = json.loads(info.encode()) | {"shiny": True}
+    assert zkschema.ProxyInfo.decode(json.dumps(newer).encode()) == info
+    with pytest.raises(zkschema.SchemaError):
+        zkschema.ProxyInfo.decode(b"[1, 2]")
+    with pytest.raises(zkschema.SchemaError):
+        zkschema.ProxyInfo.decode(b'{"listen": "127.0.0.1:1"}')  # the required ones missing

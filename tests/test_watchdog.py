@@ -7,6 +7,7 @@ healthCheckFailures 3. Deadlines are generous (10 s); speeds are printed, never 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -204,6 +205,54 @@ def test_registration_order_roles_and_metrics(zk: Any, redis_factory: Any,
     assert "pyproxy_watchdog_master 1.0" in text
     assert "pyproxy_watchdog_registered 1.0" in text
     assert 'pyproxy_watchdog_health_checks_total{result="ok"}' in text
+
+
+def watchdog_status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5) as page:
+        return dict(json.loads(page.read()))
+
+
+def test_status_page_shows_the_members_and_a_promotion(zk: Any, redis_factory: Any,
+                                                      watchdog_factory: Any) -> None:
+    """The watchdog's metrics port serves a status page too: its redis, its node, the shard's
+    members in order, and what it did (the replica's watchdog, across a failover)."""
+    a, b = redis_factory(), redis_factory()
+    port_a, port_b = free_port(), free_port()
+    watchdog_factory(a, extra_args=("--metrics", f"127.0.0.1:{port_a}"))
+    wait_until(lambda: len(members(zk)) == 1, DEADLINE, "a registered")
+    watchdog_factory(b, extra_args=("--metrics", f"127.0.0.1:{port_b}"))
+    wait_until(lambda: replicates(b, a), DEADLINE, "b replicates a")
+    node_a, node_b = members(zk)
+
+    def seen(port: int, master: str) -> bool:
+        listed = watchdog_status(port)["zookeeper"]["members"] or []
+        return bool(listed) and listed[0]["node"] == master
+    wait_until(lambda: seen(port_b, node_a) and len(watchdog_status(port_b)["zookeeper"]
+                                                    ["members"]) == 2, DEADLINE, "b's view")
+    before = watchdog_status(port_b)
+    assert before["redis"] == b.address and before["shard"] == SHARD
+    assert before["health"]["role"] == "slave" and before["health"]["follows"] == a.address
+    assert before["zookeeper"]["connected"] and before["zookeeper"]["node"] == node_b
+    assert [(m["address"], m["master"], m["me"]) for m in before["zookeeper"]["members"]] == [
+        (a.address, True, False), (b.address, False, True)]
+    assert f"made a replica of {a.address}" in [e["text"] for e in before["events"]]
+    assert not before["fenced"] and before["promotions"] == 0
+
+    a.kill()
+    wait_until(lambda: seen(port_b, node_b) and watchdog_status(port_b)["promotions"] == 1,
+               DEADLINE, "b promoted, as its page says")
+    after = watchdog_status(port_b)
+    assert after["health"]["role"] == "master" and after["zookeeper"]["members"] == [
+        {"node": node_b, "address": b.address, "master": True, "me": True}]
+    assert f"promoted to master (previous master {a.address})" in [
+        e["text"] for e in after["events"]]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_b}/", timeout=5) as page:
+        assert page.headers["Content-Type"].startswith("text/html")
+        html = page.read().decode()
+    assert "<table class=\"members\">" in html and node_b in html and node_a not in html
+    assert "promoted to master" in html and "connected, session 0x" in html
+    gone = watchdog_status(port_a)  # a's watchdog still answers, its redis gone
+    assert gone["health"]["ok"] is False and gone["health"]["failures"] >= 1
 
 
 def test_killed_master_replaced_then_rejoins_as_replica(zk: Any, redis_factory: Any,

@@ -11,7 +11,8 @@ answered. A shard that loses its master keeps its slots (they answer with an err
 keys never move to another shard.
 
 The pool also keeps what is per pool and not routing: its counters and its open clients
-(the count of clients is derived from that set, never kept by hand).
+(the count of clients is derived from that set, never kept by hand), its SLOWLOG and the
+per-slot and hot-key counts its routes' ``locate`` feeds (``observe.hotkeys``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable, Sized
 from typing import Protocol
 
 from ..config import PoolConfig
+from ..observe.hotkeys import KeyLoad
+from ..observe.slowlog import SlowLog
 from ..observe.snapshot import ClientSnapshot, HoldSnapshot, PoolSnapshot
 from ..observe.stats import PoolStats, copy_counters
 from ..protocol.resp import encode_command
@@ -69,6 +72,10 @@ class Pool:
         self.migrations = MigrationStats()
         self.pauses: dict[str, Pause] = {}  # by migration id, while one is being prepared
         self.by_name: dict[str, ShardRoute] = {}
+        # what observers see of the requests: SLOWLOG, per-slot counters and hot keys
+        self.slowlog = SlowLog(config.slowlog_log_slower_than, config.slowlog_max_len,
+                               lambda: self.table, config.hash_tag)
+        self.load = KeyLoad(table.modulus if table.distribution == "modula" else 0)
         self.routes: Routes[ShardRoute] = self._routes(table, {})
         self.apply(table)
 
@@ -84,13 +91,13 @@ class Pool:
         ]
         migration = next((s.migration for s in table.shards if s.migration is not None), None)
         if migration is None:
-            return Routes(table, endpoints, self.config.hash_tag)
+            return Routes(table, endpoints, self.config.hash_tag, load=self.load)
 
         def migrating(source: ShardRoute, target: ShardRoute) -> ShardRoute:
             assert migration is not None
             return self._migration_route(table, migration, source, target)
 
-        return Routes(table, endpoints, self.config.hash_tag, migrating)
+        return Routes(table, endpoints, self.config.hash_tag, migrating, self.load)
 
     def _migration_route(self, table: RoutingTable, migration: Migration, source: ShardRoute,
                          target: ShardRoute) -> ShardRoute:
@@ -184,6 +191,7 @@ class Pool:
                 held_total=hold.held, expired=hold.expired, unknown=hold.unknown,
                 hold_time=hold.hold_time.copy(), outages=dict(hold.outages),
             ) if self.config.failover_hold_ms else None,
+            migration=self.migrations.snapshot() if self.config.uses_zookeeper else None,
         )
 
 

@@ -176,6 +176,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -187,6 +188,7 @@ from .conf import Conf
 from .metrics import Metrics
 from .probe import Conn, Health, NotSent, RedisError, ReplyError, check, parse_role
 from .registrar import MissingShard, Registrar, ZkError
+from .status import EVENTS_KEPT, Event, Member, View
 
 log = logging.getLogger("pyproxy.watchdog")
 
@@ -198,6 +200,8 @@ class Daemon:
     def __init__(self, conf: Conf, me: str, shard: str, metrics: Metrics | None = None) -> None:
         self.conf = conf
         self.me = me
+        self.shard = shard
+        self.started = time.time()
         self.lease_ms = 3 * conf.zk_session_timeout_ms
         self.metrics = metrics or Metrics()
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -224,6 +228,7 @@ class Daemon:
         self.dirty = True  # the listing must be read again
         self.next_check = 0.0
         self.shard_missing = False
+        self.recent: deque[Event] = deque(maxlen=EVENTS_KEPT)  # for the status page
 
     # ------------------------------------------------------------------ events
     def post_event(self, kind: str, value: Any = None) -> None:
@@ -310,6 +315,7 @@ class Daemon:
             self.held_since = self.holding = None
         self._execute(actions)
         self._gauges()
+        self.metrics.publish(self._view())
 
     def _check(self) -> None:
         try:
@@ -391,16 +397,39 @@ class Daemon:
         m.fenced.set(1 if self.fenced else 0)
         m.zk_connected.set(1 if self.connected else 0)
 
+    def _view(self) -> View:
+        health, listing = self.health, self.listing
+        return View(
+            redis=self.me, shard=self.shard, started=self.started,
+            role=health.role if health else None, follows=health.master if health else None,
+            link_up=bool(health and health.master_link_up),
+            offset=health.offset if health else None, failures=self.failures,
+            failure_limit=self.conf.health_failures, connected=self.connected,
+            session=self.zk.session_id if self.connected else None, node=self.node,
+            members=None if listing is None else tuple(
+                Member(m.name, m.address) for m in listing.members),
+            fenced_for=time.monotonic() - self.fenced_at if self.fenced else None,
+            events=tuple(reversed(self.recent)))
+
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[d.Action]) -> None:
         for action in actions:
+            fenced = self.fenced
             try:
                 if self._do(action) is False:
                     return
             except (RedisError, ZkError) as exc:
                 log.warning("%s failed: %s", type(action).__name__, exc)
+                self._note(f"{_describe(action)}: failed ({exc})")
                 self.dirty = True
                 return
+            if not isinstance(action, d.Confirm | d.Fence) or (self.fenced and not fenced):
+                self._note(_describe(action))  # a fence's renewals are not news
+
+    def _note(self, text: str) -> None:
+        """Keep ``text`` for the status page's recent actions (not twice in a row)."""
+        if not self.recent or self.recent[-1].text != text:
+            self.recent.append(Event(time.time(), text))
 
     def _do(self, action: d.Action) -> bool | None:
         match action:
@@ -577,3 +606,30 @@ class Daemon:
         self.node_run_id = self.health.run_id
         self.awaiting = None
         self.dirty = True
+
+
+def _describe(action: d.Action) -> str:
+    """An action in the words of the status page."""
+    match action:
+        case d.Fence(reason):
+            return f"fenced (CLIENT PAUSE WRITE): {reason}"
+        case d.Unfence():
+            return "fence lifted (CLIENT UNPAUSE)"
+        case d.Follow(master):
+            return f"made a replica of {master}"
+        case d.Promote(previous):
+            return f"promoted to master (previous master {previous or 'none'})"
+        case d.Register():
+            return "registered in ZooKeeper"
+        case d.AwaitMaster(master):
+            return f"waiting for {master}'s node before registering"
+        case d.Adopt(name):
+            return f"adopted node {name}"
+        case d.Unregister(reason):
+            return f"node deleted: {reason}"
+        case d.Delete(name):
+            return f"deleted leftover node {name}"
+        case d.Forget(reason):
+            return f"node lost: {reason}"
+        case d.Confirm():
+            return "confirmed the lowest node"
