@@ -623,6 +623,8 @@ def _describe(action: d.Action) -> str:
             return "registered in ZooKeeper"
         case d.AwaitMaster(master):
             return f"waiting for {master}'s node before registering"
+        case d.Hold(reason):
+            return f"holding: {reason}"
         case d.Adopt(name):
             return f"adopted node {name}"
         case d.Unregister(reason):
