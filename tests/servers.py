@@ -1080,6 +1080,97 @@ class ProxyProcess(ManagedProcess):
         return clean
 
 
+# --------------------------------------------------------------------------- a cuttable link
+
+
+class TcpRelay:
+    """A loopback TCP forwarder to ``target`` ("host:port") on a port of its own, for a test
+    that takes one client's connection away from a server while the server and its other
+    clients run on: ``cut()`` drops every connection through it and refuses new ones
+    (accepted, then closed at once) until ``mend()``. Threads: one accepting, two per
+    connection, each ending when its sockets close; ``close()`` closes them all."""
+
+    ACCEPT_POLL = 0.05
+
+    def __init__(self, target: str, host: str = "127.0.0.1") -> None:
+        target_host, target_port = target.rsplit(":", 1)
+        _check_loopback(host)
+        _check_loopback(target_host)
+        self.target = (target_host, int(target_port))
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(self.ACCEPT_POLL)
+        self.address = f"{host}:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self._acceptor.start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+        self._drop(*self._sockets())
+
+    def mend(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._acceptor.join(timeout=STOP_TIMEOUT)
+        self._listener.close()
+        self._drop(*self._sockets())
+
+    def _sockets(self) -> list[socket.socket]:
+        with self._lock:
+            return list(self._open)
+
+    def _accept(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                refused = self._cut or self._closed
+            try:
+                if refused:
+                    raise ConnectionRefusedError("the relay is cut")
+                upstream = socket.create_connection(self.target, timeout=STOP_TIMEOUT)
+            except OSError:
+                conn.close()
+                continue
+            conn.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {conn, upstream}
+            for source, sink in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(source, sink), name="relay-pump",
+                                 daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._drop(source, sink)
+
+    def _drop(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                self._open.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
+            sock.close()
+
+
 __all__ = [
     "MissingDependencyError",
     "Nutcracker",
@@ -1087,6 +1178,7 @@ __all__ = [
     "ProxyProcess",
     "RedisServer",
     "ServerError",
+    "TcpRelay",
     "ZooKeeperServer",
     "free_port",
     "live_servers",
