@@ -167,3 +167,18 @@ def test_the_reserve_formula_and_who_may_take_the_rest() -> None:
 
     asyncio.run(leases())
     assert Descriptors(None).admits_client(0.0) and Descriptors(None).room() is None
+
+
+def test_many_pools_backlogs_leave_clients_room() -> None:
+    """36 pools of the default backlog 512 (tests/test_parity_hashes.py's config) under a
+    limit of 20,000: their accept bursts would want 18,432 descriptors; capped at a quarter
+    of the limit, most of the rest stays for clients, and a client is admitted."""
+    from pyproxy.proxy.descriptors import Descriptors
+
+    descriptors = Descriptors(20_000)
+    descriptors.pools += [CountedPool(3, 0) for _ in range(36)]
+    assert descriptors.pools[0].config.backlog == 512
+    assert descriptors.reserve() == 32 + 20_000 // 4 + 36 * 2 * 3 * 1
+    assert descriptors.admits_client(0.0)
+    room = descriptors.room()
+    assert room is not None and room - descriptors.headroom() > 10_000

@@ -7,7 +7,7 @@ for its next backend connection (issue 15, finding 11). Now, with ``limit`` the 
 
     reserve  = 32                                            stdio, the event loop, listeners,
                                                              log, ZooKeeper, exporters
-             + Σ pools  backlog                              sockets accepted in one loop turn,
+             + min(Σ pools backlog, limit / 4)               sockets accepted in one loop turn,
                                                              before each one can be refused
              + Σ pools  2 × backends × server_connections    shared connections (a RESP2 and a
                                                              RESP3 group per backend)
@@ -29,6 +29,11 @@ Invariants:
   share what is left, and a lease that finds nothing left is refused as when
   ``pinned_connections`` are all in use (nothing is sent).
 * With no limit (``RLIM_INFINITY``, or ``limit=None`` in unit tests) everything is admitted.
+* The accept burst's share is capped at a quarter of the limit, so that a config of many pools
+  (each listener's ``backlog`` counts) never leaves clients nothing: 36 pools of the default
+  backlog 512 would otherwise want 18,432 descriptors. A flood on every listener in the same
+  loop turn past that cap can make an accept fail with EMFILE for the moment (asyncio then
+  stops accepting for a second); the shared connections' own share is never capped.
 * A topology that adds backends while the proxy is full takes their reserve from the clients
   still to come; clients already in are never closed for it (the 32 cover the moment).
 
@@ -48,6 +53,7 @@ log = logging.getLogger("pyproxy.descriptors")
 
 BASE_RESERVE = 32  # what the process holds besides clients and backends (Redis keeps 32 too)
 PINNED_HEADROOM = 16  # pinned connections per backend that always find a descriptor
+ACCEPT_BURST_SHARE = 4  # the accept burst's reserve is at most limit / 4
 _REFUSING_LOG_EVERY = 30.0  # seconds between two "refusing clients" lines
 
 
@@ -79,9 +85,11 @@ class Descriptors:
         return cls(None if soft == resource.RLIM_INFINITY else soft)
 
     def reserve(self) -> int:
-        return BASE_RESERVE + sum(
-            p.config.backlog + 2 * len(p.backends) * p.config.server_connections
-            for p in self.pools)
+        accept_burst = sum(p.config.backlog for p in self.pools)
+        if self.limit is not None:
+            accept_burst = min(accept_burst, self.limit // ACCEPT_BURST_SHARE)
+        return BASE_RESERVE + accept_burst + sum(
+            2 * len(p.backends) * p.config.server_connections for p in self.pools)
 
     def headroom(self) -> int:
         return sum(len(p.backends) * min(p.config.pinned_connections, PINNED_HEADROOM)
