@@ -75,6 +75,8 @@ _SENTINEL = b"*0\r\n"  # an empty request: hiredis returns [] for it only betwee
 # The bytes of "+(=~|>%" must all be inside bulk strings for hiredis's frames to count (see
 # the module docstring): this table turns them into '!' and every other byte into '.'.
 _SUSPECTS = bytes(33 if c in b"+(=~|>%" else 46 for c in range(256))
+_SUSPECT_BYTES = tuple(b"+(=~|>%")
+_TRANSLATE_MAX = 512  # longer reads are searched for each suspect byte before translating
 # The other aggregates hiredis knows become '*' here (and '*' itself '.'), digits stay.
 _OTHER_AGGREGATES = bytes(42 if c in b"~>%|" else c if 48 <= c <= 57 else 46 for c in range(256))
 _FOUR_DIGIT_COUNT = re.compile(rb"\*\d{4}").search
@@ -151,13 +153,12 @@ class RequestParser:
         cannot misjudge them; else, or for what follows a frame left open, the Python parser."""
         if not data or data[0] != _STAR or len(data) > self._fast_max:
             return self._python_for(data, out)
-        if data.count(42) == 1:  # one '*': the header at 0 must end within the digits allowed
+        if data.find(42, 1) < 0:  # one '*': the header at 0 must end within the digits allowed
             if data.find(13, 1, self._count_digits + 1) < 0:
                 return self._python_for(data, out)
         elif self._big_count(data) is not None:
             return self._python_for(data, out)
-        marks = data.translate(_SUSPECTS)
-        suspects = marks if 33 in marks else None
+        suspects = _suspect_marks(data)
         if suspects is not None and _big_aggregate(data):  # hiredis would allocate for it too
             return self._python_for(data, out)
         if data[-1] != 10:  # it ends inside a frame: likely the last "\r\n*" one
@@ -343,6 +344,20 @@ class RequestParser:
         if args:
             out.append(args)
         return nl + 1
+
+
+def _suspect_marks(data: bytes) -> bytes | None:
+    """``data.translate(_SUSPECTS)`` if ``data`` holds a byte of "+(=~|>%", else None. A long
+    read (a 10 KB SET) is first searched for each of those bytes (memchr), which costs a
+    fifteenth of translating it."""
+    if len(data) > _TRANSLATE_MAX:
+        for byte in _SUSPECT_BYTES:
+            if byte in data:
+                break
+        else:
+            return None
+    marks = data.translate(_SUSPECTS)
+    return marks if 33 in marks else None
 
 
 def _big_aggregate(data: bytes) -> bool:
