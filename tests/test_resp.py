@@ -508,6 +508,14 @@ SCANNED = REPLIES + [
     resp.bulk(b"x" * 300), resp.bulk(b"\r\n" * 200), b"-" + b"E" * 3000 + b"\r\n",
     resp.array([resp.bulk(b"%d" % i) for i in range(100)]),
     resp.array([resp.array([resp.bulk(b"m%d" % i), b",%d.5\r\n" % i]) for i in range(40)]),
+    # runs of bulks of one length (taken by one match each): LRANGE of fixed-width values, a
+    # run cut by another length, CRLFs inside the values, empty ones, the longest and one past
+    resp.array([resp.bulk(b"xxx")] * 100),
+    resp.array([resp.bulk(b"abc")] * 10 + [resp.bulk(b"abcd")] + [resp.bulk(b"abc")] * 10),
+    resp.array([resp.bulk(b"\r\n\r")] * 12), resp.array([resp.bulk(b"")] * 20),
+    resp.array([resp.bulk(b"y" * 255)] * 9), resp.array([resp.bulk(b"z" * 256)] * 9),
+    # the run of an inner array ends with it, though its parent's next bulk has the same length
+    resp.array([resp.array([resp.bulk(b"abc")] * 8), resp.bulk(b"abc"), resp.bulk(b"abc")]),
 ]
 
 

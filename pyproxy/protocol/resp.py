@@ -45,8 +45,9 @@ connection only finds where each reply ends, so its exact bytes go back to the c
 (``+OK`` stays ``+OK``). It is resumable — it keeps its position and the counts of the open
 aggregates between reads — so every byte is looked at a bounded number of times however the
 reply is split; runs of short elements (bulks up to 255 bytes, integers, simple strings,
-nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once,
-everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
+nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once
+(and a run of bulks of one length inside a long aggregate by one match of a pattern for that
+length), everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
 attributes, verbatim strings, blob errors, big numbers), because RESP3 clients are served by
 RESP3 backend connections whose replies are forwarded unchanged. Bytes that are not RESP
 raise ``MalformedReply``.
@@ -57,6 +58,7 @@ Pure: no asyncio, no sockets.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from itertools import chain
 
 import hiredis
@@ -512,6 +514,11 @@ _LEAF_RUN = re.compile(_LEAF_TEXT + b"*", re.DOTALL).match
 # Exactly n short elements: an aggregate's elements are taken in chunks, so only what is left
 # over (a long bulk, a nested aggregate, the end of the data) is walked in Python.
 _CHUNKS = tuple((n, re.compile(_LEAF_TEXT + b"{%d}" % n, re.DOTALL).match) for n in (32, 8, 2))
+# A run of bulks that all have one length n <= 255 (LRANGE of fixed-width values, ...): one
+# match of a pattern made for that n takes them all, where the chunks above walk the trie of
+# every length for each of them. Tried on aggregates of at least _RUN_MIN elements left.
+_RUN_MIN = 8
+_RUNS: dict[int, Callable[..., re.Match[bytes] | None]] = {}
 _LENGTH_PREFIXED = b"$!="  # bulk string, blob error, verbatim string
 _AGGREGATES = b"*~>"  # array, set, push: n elements
 _PAIRS = b"%|"  # map, attribute: n pairs (an attribute also takes the reply that follows it)
@@ -536,6 +543,8 @@ def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
                 return pos, pos, 0, 0
             left = stack[-1]
         if line_from <= pos:  # (not inside a long line: the patterns would rescan it)
+            if left >= _RUN_MIN and buf[pos : pos + 1] == b"$":
+                pos, left = _bulk_run(buf, pos, left)
             for count, chunk in _CHUNKS:
                 while left >= count and (match := chunk(buf, pos)) is not None:
                     pos = match.end()
@@ -585,6 +594,28 @@ def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
                 left = count
         else:
             raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
+
+
+def _bulk_run(buf: bytes | bytearray, pos: int, left: int) -> tuple[int, int]:
+    """Take the bulks at ``pos`` that have the first one's length (at most ``left`` of them,
+    see ``_RUNS``); the position after them and the elements still left."""
+    nl = buf.find(CRLF, pos + 1, pos + 6)
+    digits = buf[pos + 1 : nl] if nl > 0 else b""
+    if not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):  # RESP's own form only
+        return pos, left
+    length = int(digits)
+    if length > 255:
+        return pos, left
+    run = _RUNS.get(length)
+    if run is None:
+        run = _RUNS[length] = re.compile(
+            rb"(?:\$%d\r\n.{%d}\r\n)+" % (length, length), re.DOTALL).match
+    width = len(digits) + length + 5  # "$" digits CRLF body CRLF
+    match = run(buf, pos, pos + left * width)  # never past the aggregate's last element
+    if match is None:
+        return pos, left
+    end = match.end()
+    return end, left - (end - pos) // width
 
 
 def _length(buf: bytes | bytearray, start: int, end: int) -> int:
