@@ -43,6 +43,7 @@ from .server import static_table
 from .watchdog.probe import Conn, RedisError, parse_role
 
 ZK_CONNECT_TIMEOUT = 5.0
+ZK_SESSION_TIMEOUT = 5.0  # short: a killed resharding admin's lock goes with its session
 
 
 class AdminError(Exception):
@@ -73,7 +74,7 @@ def _zk_pool(loaded: configuration.Config, name: str | None) -> configuration.Po
 def _connect(pool: configuration.PoolConfig) -> KazooClient:
     assert pool.zookeeper_host is not None
     hosts = pool.zookeeper_host
-    zk = zkutil.make_client(hosts, 10.0, pool.zookeeper_auth)
+    zk = zkutil.make_client(hosts, ZK_SESSION_TIMEOUT, pool.zookeeper_auth)
     try:
         zk.start(timeout=ZK_CONNECT_TIMEOUT)
     except KazooTimeoutError:

@@ -96,6 +96,9 @@ class FakePool:
         self.on_routes: list[Any] = []
         self.budget = MemoryBudget(self.config.proxy_memory_limit)
 
+    def route_of(self, shard: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == shard), None)
+
 
 class FakeClient:
     """What the executor needs of a client: a reply queue, a session, a flusher."""

@@ -162,9 +162,10 @@ def plan_rebalance(layout: Layout) -> list[Step]:
     if not live:
         raise LayoutError("no shard has a master: nothing can receive slots")
     base, extra = divmod(layout.modulus, len(live))
-    # the shards holding most now keep the extra slot each: fewer moves
-    by_size = sorted(live, key=lambda s: (-s.slots, s.name))
-    share = {s.name: base + (1 if i < extra else 0) for i, s in enumerate(by_size)}
+    # the extra slots go to shards holding more than the base already (each saves a move),
+    # those closest to it first (so they need not give at all: fewer steps)
+    preferred = sorted(live, key=lambda s: (s.slots <= base, s.slots, s.name))
+    share = {s.name: base + (1 if i < extra else 0) for i, s in enumerate(preferred)}
     owned = {s.name: sorted(slot_set(s.ranges)) for s in layout.shards.values()}
     givers = sorted(((name, len(slots) - share.get(name, 0)) for name, slots in owned.items()
                      if len(slots) > share.get(name, 0)), key=lambda g: g[0])

@@ -13,7 +13,8 @@
   through after all), an earlier session of this same process (``LEFTOVER``), someone else
   (``OTHER``), or nobody (``GONE``).
 
-kazoo is imported here and nowhere else outside ``cluster/`` and the watchdog's registrar.
+kazoo is imported here and nowhere else outside ``cluster/``, the watchdog's registrar and
+the admin tool (``admin``, ``reshard``: a CLI, blocking calls are right there).
 """
 
 from __future__ import annotations

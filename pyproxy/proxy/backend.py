@@ -233,7 +233,9 @@ class Setup:
     def settle(self, raw: bytes) -> None:
         if self.failed or isinstance(raw, Failure):  # a timeout (its late reply still comes)
             return  # or the connection failing: handled there
-        if raw[:1] == b"-":
+        if raw[:1] == b":":  # CLIENT ID
+            self.connection.client_id = int(raw[1:-2])
+        elif raw[:1] == b"-":
             self.failed = True
             self.connection.setup_refused(raw)
             return
@@ -250,7 +252,7 @@ class Connection:
         "backend", "loop", "link", "transport", "connecting", "fifo", "sent", "out",
         "flush_scheduled", "scanner", "expired", "timer", "failures", "retry_at", "last_error",
         "closing", "timeout", "pool_timeout", "resp3", "pinned", "connect_task", "ready",
-        "probe", "down_logged",
+        "probe", "down_logged", "client_id",
     )
 
     def __init__(self, backend: Backend, resp3: bool = False, pinned: bool = False):
@@ -276,6 +278,7 @@ class Connection:
         self.ready = False  # connected and its setup (AUTH, SELECT, HELLO) answered OK
         self.probe: asyncio.TimerHandle | None = None  # the next connect attempt while down
         self.down_logged = 0.0  # loop time of this outage's last "down" line (0: up)
+        self.client_id: int | None = None  # Redis's id for it (pinned ones: CLIENT UNBLOCK)
         timeout_ms = backend.settings.timeout_ms
         self.pool_timeout = timeout_ms / 1000.0 if timeout_ms else 0.0
         self.timeout = self.pool_timeout  # 0 on a pinned connection leased for blocking
@@ -397,7 +400,8 @@ class Connection:
         self._flush()
 
     def _prelude(self) -> list[bytes]:
-        """AUTH, SELECT and (for RESP3 connections) HELLO 3, ahead of everything else."""
+        """AUTH, SELECT, (for RESP3 connections) HELLO 3 and (for pinned ones) CLIENT ID,
+        ahead of everything else."""
         settings = self.backend.settings
         commands = []
         if settings.redis_auth:
@@ -406,6 +410,8 @@ class Connection:
             commands.append([b"SELECT", str(settings.redis_db).encode()])
         if self.resp3:
             commands.append([b"HELLO", b"3"])
+        if self.pinned:
+            commands.append([b"CLIENT", b"ID"])
         return [resp.encode_command(c) for c in commands]
 
     def setup_done(self) -> None:

@@ -54,7 +54,7 @@ from ..protocol.commands import (
     lookup,
 )
 from . import errors, fanout, local
-from .blocking import Blocking
+from .blocking import BlockedCalls, Blocking
 from .dispatch import Strategy
 from .info import Info, OpsRate
 from .keyspace import Any, Each, Scan, Wait
@@ -77,7 +77,7 @@ class Requester(Owner, Protocol):
 
 
 def strategies_for(commands: Iterable[Command], scripts: ScriptCache, rate: OpsRate,
-                   hub: Hub) -> list[Strategy]:
+                   hub: Hub, blocked: BlockedCalls) -> list[Strategy]:
     """One strategy per command, by its kind (and merge rule)."""
     forward = Forward()
     by_kind: dict[int, Strategy] = {
@@ -85,7 +85,7 @@ def strategies_for(commands: Iterable[Command], scripts: ScriptCache, rate: OpsR
         EVAL: ScriptCall(scripts), SCRIPT: Scripts(scripts), FUNCTION: Functions(),
         ANY: Any(), SCAN: Scan(),
         WAIT: Wait(), INFO: Info(rate), TRANSACTION: TransactionControl(),
-        BLOCKING: Blocking(), SUBSCRIBE: PubSub(hub), PUBLISH: forward, PUBSUB: PubSubInfo(),
+        BLOCKING: Blocking(blocked), SUBSCRIBE: PubSub(hub), PUBLISH: forward, PUBSUB: PubSubInfo(),
     }
     split: dict[int, type[Strategy]] = {SPLIT: Split, EACH: Each}
     return [
@@ -113,7 +113,8 @@ class Executor:
         self.scripts = ScriptCache()
         self.rate = OpsRate()
         self.hub = Hub(pool)
-        self.strategies = strategies_for(COMMANDS.values(), self.scripts, self.rate, self.hub)
+        self.strategies = strategies_for(COMMANDS.values(), self.scripts, self.rate, self.hub,
+                                         BlockedCalls(pool))
 
     def clients(self, now: float) -> list[ClientSnapshot]:
         return [client.snapshot(now) for client in self.pool.clients]

@@ -31,9 +31,11 @@ anywhere but on the target, and only after moving the key there. Commands whose 
 the migration's slots and in the source's other slots at once (two shards now) are refused by
 the strategies with ``-TRYAGAIN``, nothing sent.
 
-What is left out: a blocking call already waiting on the source when its slot starts to
-prepare keeps waiting there (pushes now go to the target) until its own timeout; a WATCH or
-blocking call on a slot being prepared gets ``-TRYAGAIN`` (the phase lasts about a second).
+Blocking calls: one on a slot being prepared is parked (``Pause.park``) and starts once the
+slot moves; one already waiting on the source when its slot starts to migrate is taken back
+(``blocking``: ``CLIENT UNBLOCK ... TIMEOUT``, which proves nothing was popped) and waits
+again where its keys now go. A WATCH on a slot being prepared gets ``-TRYAGAIN`` (the phase
+lasts about a second).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from . import errors
 from .errors import Failure, Unroutable
 from .replies import Waiter
 from .route import Pin, ShardRoute, one_shard
-from .session import Session
+from .session import Pinned, Session
 
 if TYPE_CHECKING:
     from ..routing.routes import Routes
@@ -125,21 +127,38 @@ class Moving(ShardRoute):
 
     def send(self, payload: bytes, waiter: Waiter, session: Session,
              readonly: bool = False) -> None:
-        self._after_move((payload,), session, [waiter],
-                         lambda: self.target.send(payload, waiter, session, readonly))
+        pin = self._pin(session)
+        if pin is None:
+            self._after_move((payload,), session, [waiter], None,
+                             lambda: self.target.send(payload, waiter, session, readonly))
+        else:
+            self._after_move((payload,), session, [waiter], pin,
+                             lambda: pin.send(payload, waiter))
 
     def send_block(self, block: list[tuple[bytes, Waiter]], session: Session) -> None:
-        self._after_move([frame for frame, _ in block], session, [w for _, w in block],
-                         lambda: self.target.send_block(block, session))
+        frames, waiters = [frame for frame, _ in block], [waiter for _, waiter in block]
+        pin = self._pin(session)
+        if pin is None:
+            self._after_move(frames, session, waiters, None,
+                             lambda: self.target.send_block(block, session))
+        else:
+            self._after_move(frames, session, waiters, pin, lambda: pin.send_block(block))
 
     def pin(self, session: Session, reset: list[bytes], blocking: bool = False) -> Pin:
         return self.target.pin(session, reset, blocking)
 
     def send_pinned(self, pin: Pin, payload: bytes, waiter: Waiter) -> None:
-        self._after_move((payload,), None, [waiter], lambda: pin.send(payload, waiter))
+        self._after_move((payload,), None, [waiter], pin, lambda: pin.send(payload, waiter))
+
+    def _pin(self, session: Session) -> Pinned | None:
+        """The session's pin on the target, taken now: by the time the keys have moved the
+        session may have let it go (EXEC right after its block), so the block holds it."""
+        pin = session.pin
+        return pin if pin is not None and pin.shard == self.target.name else None
 
     def _after_move(self, frames: Iterable[bytes], session: Session | None,
-                    waiters: list[Waiter], then: Callable[[], None]) -> None:
+                    waiters: list[Waiter], pin: Pinned | None,
+                    then: Callable[[], None]) -> None:
         keys = keys_in(frames, self.moves)
         if not keys:
             then()
@@ -149,11 +168,13 @@ class Moving(ShardRoute):
             return
         self.counters.moves += 1
         frame = encode_command([*self.prefix, b"KEYS", *keys])
-        move = _Move(self, keys, session, waiters, then)
+        if pin is not None:
+            pin.hold()  # released only once the request is on it (see Pin)
+        move = _Move(self, keys, session, waiters, pin, then)
         if session is None:  # a pinned call's (blocking): on the source's shared connection
             source = self.source.backend
             if source is None:
-                self._failed(waiters, errors.no_master(self.source.name))
+                move.fail(errors.no_master(self.source.name))
             else:
                 source.send(frame, move)
         else:
@@ -169,43 +190,52 @@ class Moving(ShardRoute):
 class _Move:
     """The waiter of one MIGRATE (and of the DEL after a BUSYKEY)."""
 
-    __slots__ = ("route", "keys", "session", "waiters", "then", "deleting")
+    __slots__ = ("route", "keys", "session", "waiters", "pin", "then", "deleting")
 
     def __init__(self, route: Moving, keys: list[bytes], session: Session | None,
-                 waiters: list[Waiter], then: Callable[[], None]):
+                 waiters: list[Waiter], pin: Pinned | None, then: Callable[[], None]):
         self.route, self.keys, self.session = route, keys, session
-        self.waiters, self.then = waiters, then
+        self.waiters, self.pin, self.then = waiters, pin, then
         self.deleting = False
 
     def settle(self, raw: bytes) -> None:
         route = self.route
         if self.deleting:
             if raw.startswith(b":"):
-                self.then()
+                self.done()
             else:
-                route._failed(self.waiters, raw)
+                self.fail(raw)
         elif raw in _MOVED:
-            self.then()
+            self.done()
         elif raw.startswith(b"-") and b"BUSYKEY" in raw[:64] and not isinstance(raw, Failure):
             route.counters.busy += 1
             self.deleting = True
             delete = encode_command([b"DEL", *self.keys])
-            if self.session is None:
-                backend = route.source.backend
-                if backend is None:
-                    route._failed(self.waiters, errors.no_master(route.source.name))
-                else:
-                    backend.send(delete, self)
-            else:
+            if self.session is not None:
                 route.source.send(delete, self, self.session, readonly=True)
+            elif route.source.backend is not None:
+                route.source.backend.send(delete, self)
+            else:
+                self.fail(errors.no_master(route.source.name))
         else:
-            route._failed(self.waiters, raw)
+            self.fail(raw)
+
+    def done(self) -> None:
+        self.then()
+        if self.pin is not None:
+            self.pin.unhold()
+
+    def fail(self, why: bytes) -> None:
+        self.route._failed(self.waiters, why)
+        if self.pin is not None:
+            self.pin.unhold()
 
 
 class Pause:
-    """Requests for the slots of a migration being prepared, in the order they came."""
+    """Requests for the slots of a migration being prepared, in the order they came, and
+    blocking calls parked until it moves (``park``)."""
 
-    __slots__ = ("loop", "migration", "counters", "held", "timer", "expired")
+    __slots__ = ("loop", "migration", "counters", "held", "parked", "timer", "expired")
 
     def __init__(self, migration: Migration, counters: MigrationStats):
         self.loop = asyncio.get_running_loop()
@@ -214,6 +244,7 @@ class Pause:
         # (payload or block, waiter(s), session, readonly, since)
         self.held: deque[tuple[bytes | list[tuple[bytes, Waiter]], list[Waiter], Session,
                                bool, float]] = deque()
+        self.parked: deque[tuple[Callable[[Routes[ShardRoute] | None], None], float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.expired = errors.migration_not_started(PREPARE_HOLD)
 
@@ -221,20 +252,35 @@ class Pause:
              session: Session, readonly: bool) -> None:
         self.counters.paused += 1
         self.held.append((request, waiters, session, readonly, self.loop.time()))
+        self._arm()
+
+    def park(self, resume: Callable[[Routes[ShardRoute] | None], None]) -> None:
+        """``resume(routes)`` once the slots move (or are not migrating any more), or
+        ``resume(None)`` after ``PREPARE_HOLD`` seconds."""
+        self.counters.paused += 1
+        self.parked.append((resume, self.loop.time()))
+        self._arm()
+
+    def _arm(self) -> None:
         if self.timer is None:
-            self.timer = self.loop.call_later(PREPARE_HOLD, self._expire)
+            firsts = [queue[0][-1] for queue in (self.held, self.parked) if queue]
+            self.timer = self.loop.call_at(min(firsts) + PREPARE_HOLD, self._expire)
 
     def _expire(self) -> None:
         self.timer = None
-        now = self.loop.time()
-        held = self.held
-        while held and now - held[0][4] >= PREPARE_HOLD - 0.001:
+        limit = self.loop.time() - PREPARE_HOLD + 0.001
+        held, parked = self.held, self.parked
+        while held and held[0][4] <= limit:
             _, waiters, _, _, _ = held.popleft()
             self.counters.pause_expired += 1
             for waiter in waiters:
                 waiter.settle(self.expired)
-        if held:
-            self.timer = self.loop.call_at(held[0][4] + PREPARE_HOLD, self._expire)
+        while parked and parked[0][1] <= limit:
+            resume, _ = parked.popleft()
+            self.counters.pause_expired += 1
+            resume(None)
+        if held or parked:
+            self._arm()
 
     def release(self, routes: Routes[ShardRoute]) -> None:
         """The migration moves now (or is gone): route every held request again by its key."""
@@ -242,6 +288,7 @@ class Pause:
             self.timer.cancel()
             self.timer = None
         held, self.held = self.held, deque()
+        parked, self.parked = self.parked, deque()
         for request, waiters, session, readonly, _ in held:
             frames = [request] if isinstance(request, bytes) else [f for f, _ in request]
             route = one_shard({routes.locate(key) for key in keys_in(frames, _any)})
@@ -252,6 +299,8 @@ class Pause:
                 route.send(request, waiters[0], session, readonly)
             else:
                 route.send_block(request, session)
+        for resume, _ in parked:
+            resume(routes)
 
 
 def _any(key: bytes) -> bool:

@@ -27,10 +27,13 @@ class Pin:
 
     ``reset`` are the commands that put the connection back in a neutral state when the pin is
     released (UNWATCH for a watch). With ``close_if_busy``, a release while requests still wait
-    on the connection closes it instead (a blocking pop must not pop for nobody).
+    on the connection closes it instead (a blocking pop must not pop for nobody). A request
+    that will be sent on the pin later (after its keys move, ``migration``) ``hold``s it: a
+    release meanwhile waits for its ``unhold``, so the request goes out before the reset.
     """
 
-    __slots__ = ("shard", "backend", "connection", "reset", "close_if_busy")
+    __slots__ = ("shard", "backend", "connection", "reset", "close_if_busy", "holds",
+                 "releasing")
 
     def __init__(self, shard: str, backend: Backend, connection: Connection,
                  reset: list[bytes], close_if_busy: bool = False):
@@ -39,6 +42,8 @@ class Pin:
         self.connection = connection
         self.reset = reset
         self.close_if_busy = close_if_busy
+        self.holds = 0
+        self.releasing = False
 
     def send(self, payload: bytes, waiter: Waiter) -> None:
         self.connection.send(payload, waiter)
@@ -46,7 +51,19 @@ class Pin:
     def send_block(self, block: list[tuple[bytes, Waiter]]) -> None:
         self.connection.send_block(block)
 
+    def hold(self) -> None:
+        self.holds += 1
+
+    def unhold(self) -> None:
+        self.holds -= 1
+        if not self.holds and self.releasing:
+            self.release()
+
     def release(self) -> None:
+        if self.holds:
+            self.releasing = True
+            return
+        self.releasing = False
         if self.close_if_busy and self.connection.fifo:
             self.backend.close_pinned(self.connection)
         else:

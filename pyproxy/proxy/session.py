@@ -40,7 +40,7 @@ class Listening(Protocol):
 
 
 class Pinned(Protocol):
-    """A pinned backend connection to one shard (``pool.Pin`` is the one implementation)."""
+    """A pinned backend connection to one shard (``route.Pin`` is the one implementation)."""
 
     shard: str
     reset: list[bytes]  # what release() queues first to make the connection neutral again
@@ -48,6 +48,10 @@ class Pinned(Protocol):
     def send(self, payload: bytes, waiter: Waiter) -> None: ...
 
     def send_block(self, block: list[tuple[bytes, Waiter]]) -> None: ...
+
+    def hold(self) -> None: ...  # a request will be sent on it later: release() waits
+
+    def unhold(self) -> None: ...
 
     def release(self) -> None: ...
 
