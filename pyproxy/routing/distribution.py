@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from struct import Struct
 from typing import TypeVar
 
-from .hashing import fast_md5, key_hash, make_slotter
+from .hashing import fast_md5, key_hash, make_placer, make_slotter
 from .table import RoutingTable
 
 E = TypeVar("E")
@@ -102,16 +102,16 @@ def locator(table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None,
         return lambda key: ring[bisect_left(values, hashed(key))]
     if table.distribution != "modula":
         raise ValueError(f"unknown distribution {table.distribution!r}")
-    slot_of = make_slotter(hash_tag, table.modulus, table.hash)
     pieces = _pieces(table, endpoints, migrating)
     if table.modulus > SLOT_LIST_LIMIT:  # bisect the ranges' ends
+        slot_of = make_slotter(hash_tag, table.modulus, table.hash)
         ends = [end for _, end, _ in pieces]
         placed = [endpoint for _, _, endpoint in pieces]
         return lambda key: placed[bisect_left(ends, slot_of(key))]  # first end >= slot
     by_slot: list[E] = [endpoints[0]] * table.modulus
     for start, end, endpoint in pieces:
         by_slot[start : end + 1] = [endpoint] * (end - start + 1)
-    return lambda key: by_slot[slot_of(key)]
+    return make_placer(hash_tag, table.modulus, table.hash, by_slot)
 
 
 def _pieces(table: RoutingTable, endpoints: Sequence[E],
