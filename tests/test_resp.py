@@ -369,16 +369,16 @@ def test_reply_end_finds_exactly_one_reply(reply: bytes) -> None:
     assert resp.reply_end(bytearray(reply), 0) == len(reply)
 
 
-def test_place_items_keeps_each_element_raw() -> None:
-    into = [b""] * 4
-    assert resp.place_items(b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n", [3, 0, 1], into)
-    assert into == [b"$-1\r\n", b":7\r\n", b"", b"$1\r\na\r\n"]
-    assert resp.place_items(b"*2\r\n*1\r\n+x\r\n-ERR y\r\n", [0, 1], into)
-    assert into[:2] == [b"*1\r\n+x\r\n", b"-ERR y\r\n"]
-    assert resp.place_items(b"*0\r\n", [], into)
-    assert not resp.place_items(b"*-1\r\n", [0], into)  # not an array of one
-    assert not resp.place_items(b"*2\r\n:1\r\n:2\r\n", [0], into)  # wrong count
-    assert not resp.place_items(b"-ERR x\r\n", [0], into)
+def test_array_items_keeps_each_element_raw() -> None:
+    assert resp.array_items(b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n") == [
+        b"$1\r\na\r\n", b"$-1\r\n", b":7\r\n"]
+    assert resp.array_items(b"*2\r\n*1\r\n+x\r\n-ERR y\r\n") == [b"*1\r\n+x\r\n", b"-ERR y\r\n"]
+    assert resp.array_items(b"*3\r\n$3\r\nabc\r\n$300\r\n" + b"v" * 300 + b"\r\n_\r\n") == [
+        b"$3\r\nabc\r\n", b"$300\r\n" + b"v" * 300 + b"\r\n", b"_\r\n"]  # a long bulk inside
+    assert resp.array_items(b"*2\r\n$4\r\n\r\n\r\n\r\n$0\r\n\r\n") == [
+        b"$4\r\n\r\n\r\n\r\n", b"$0\r\n\r\n"]  # CRLFs inside a value
+    assert resp.array_items(b"*0\r\n") == []
+    assert resp.array_items(b"*-1\r\n") == []
 
 
 def test_reply_helpers() -> None:

@@ -704,27 +704,6 @@ def reply_end(buf: bytes | bytearray, pos: int = 0) -> int:
     return _walk(buf, pos, [1])[0]
 
 
-def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:
-    """Put the raw elements of the array reply ``raw`` at ``into[places[i]]``; False if it
-    is not an array of ``len(places)`` elements. The merge of a split MGET walks each
-    shard's reply once with it."""
-    nl = raw.find(CRLF)
-    if raw[0] != _STAR or int(raw[1:nl]) != len(places):
-        return False
-    pos = nl + 2
-    find = raw.find
-    for place in places:
-        if raw[pos] == _DOLLAR:  # bulks and nils: what MGET answers
-            nl = find(CRLF, pos)
-            length = int(raw[pos + 1 : nl])
-            end = nl + 2 if length < 0 else nl + length + 4
-        else:
-            end = reply_end(raw, pos)
-        into[place] = raw[pos:end]
-        pos = end
-    return True
-
-
 def is_error(raw: bytes) -> bool:
     return raw[0] == _MINUS or raw[0] == _BANG
 
@@ -742,10 +721,14 @@ def is_null(raw: bytes) -> bool:
 
 
 def array_items(raw: bytes) -> list[bytes]:
-    """The raw elements of an array reply (a short one: the proxy's own merges)."""
+    """The raw elements of the array reply ``raw`` (none for the null array): the proxy's
+    merges. Elements that are all short (MGET's bulks and nils) are cut out in C, one match."""
     nl = raw.find(CRLF)
     count = int(raw[1:nl])
-    items, pos = [], nl + 2
+    pos = nl + 2
+    if count > 0 and _LEAF_RUN(raw, pos).end() == len(raw):  # type: ignore[union-attr]
+        return _LEAF_FINDALL(raw, pos)  # (the run always matches: maybe empty)
+    items = []
     for _ in range(max(count, 0)):
         end = reply_end(raw, pos)
         items.append(raw[pos:end])
