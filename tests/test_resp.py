@@ -516,6 +516,13 @@ SCANNED = REPLIES + [
     resp.array([resp.bulk(b"y" * 255)] * 9), resp.array([resp.bulk(b"z" * 256)] * 9),
     # the run of an inner array ends with it, though its parent's next bulk has the same length
     resp.array([resp.array([resp.bulk(b"abc")] * 8), resp.bulk(b"abc"), resp.bulk(b"abc")]),
+    # short arrays (one match of a pattern for their count): an MGET's share with nils, the
+    # longest and one past, a long bulk or an inner array inside, a count with a leading zero
+    resp.array([resp.bulk(b"v1"), b"$-1\r\n", resp.bulk(b"\r\n"), b":7\r\n", b"+OK\r\n"]),
+    resp.array([resp.bulk(b"%d" % i) for i in range(64)]), resp.array([b":1\r\n"] * 65),
+    resp.array([resp.bulk(b"a"), resp.bulk(b"b" * 300)]),
+    resp.array([resp.bulk(b"a"), resp.array([b":1\r\n"]), resp.bulk(b"a")]),
+    b"*02\r\n:1\r\n:2\r\n",
 ]
 
 

@@ -47,7 +47,8 @@ aggregates between reads — so every byte is looked at a bounded number of time
 reply is split; runs of short elements (bulks up to 255 bytes, integers, simple strings,
 nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once
 (and a run of bulks of one length inside a long aggregate by one match of a pattern for that
-length), everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
+length, and a short array of them by one match of a pattern for its count), everything else
+element by element in Python. It knows RESP3 too (maps, sets, pushes,
 attributes, verbatim strings, blob errors, big numbers), because RESP3 clients are served by
 RESP3 backend connections whose replies are forwarded unchanged. Bytes that are not RESP
 raise ``MalformedReply``.
@@ -519,6 +520,10 @@ _CHUNKS = tuple((n, re.compile(_LEAF_TEXT + b"{%d}" % n, re.DOTALL).match) for n
 # every length for each of them. Tried on aggregates of at least _RUN_MIN elements left.
 _RUN_MIN = 8
 _RUNS: dict[int, Callable[..., re.Match[bytes] | None]] = {}
+# An array of n <= _SHORT_ARRAY_MAX short elements (an MGET's share, a small LRANGE): its
+# header read here, its elements taken by one match of a pattern made for n (cached).
+_SHORT_ARRAY_MAX = 64
+_SHORT_ARRAYS: dict[int, Callable[..., re.Match[bytes] | None]] = {}
 _LENGTH_PREFIXED = b"$!="  # bulk string, blob error, verbatim string
 _AGGREGATES = b"*~>"  # array, set, push: n elements
 _PAIRS = b"%|"  # map, attribute: n pairs (an attribute also takes the reply that follows it)
@@ -618,6 +623,24 @@ def _bulk_run(buf: bytes | bytearray, pos: int, left: int) -> tuple[int, int]:
     return end, left - (end - pos) // width
 
 
+def _short_array_end(buf: bytes, pos: int) -> int:
+    """End of the array at ``pos`` if it is ``*n`` (1 <= n <= _SHORT_ARRAY_MAX, no leading
+    zero) of n short elements, all in ``buf``; else -1, and ``_walk`` decides."""
+    nl = buf.find(CRLF, pos + 1, pos + 4)
+    digits = buf[pos + 1 : nl] if nl > 0 else b""
+    if not digits.isdigit() or digits[0] == 48:
+        return -1
+    count = int(digits)
+    if count > _SHORT_ARRAY_MAX:
+        return -1
+    elements = _SHORT_ARRAYS.get(count)
+    if elements is None:
+        elements = _SHORT_ARRAYS[count] = re.compile(
+            _LEAF_TEXT + b"{%d}" % count, re.DOTALL).match
+    match = elements(buf, nl + 2)
+    return -1 if match is None else match.end()
+
+
 def _length(buf: bytes | bytearray, start: int, end: int) -> int:
     """A length or count: decimal digits, or -1 (a null)."""
     text = buf[start:end]
@@ -678,6 +701,10 @@ class ReplyScanner:
                     if run == size:
                         break
                     pos = run
+                if data[pos] == _STAR and (end := _short_array_end(data, pos)) > 0:
+                    out.append(data if end - pos == size else data[pos:end])
+                    pos = end
+                    continue
                 stack = [1]
                 end, at, need, line_from = _walk(data, pos, stack)
                 if end < 0:
