@@ -40,3 +40,10 @@ def parse(text: str) -> tuple[str, int]:
     if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
         raise AddressError(f"bad port {port!r} (expected 1..65535)")
     return host, int(port)
+
+
+def parse_endpoint(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"[host:]port"`` -> ``("host", port)``, a bare port meaning ``default_host``: the form
+    of the exporters' flags (``--metrics 9121``, ``--metrics 127.0.0.2:9121``)."""
+    host, _, port = text.rpartition(":")
+    return parse(f"{host or default_host}:{port}")

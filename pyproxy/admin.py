@@ -14,6 +14,9 @@ API (there is no event loop to block here).
 * ``slot``   a key's slot, shard and current master. Without ZooKeeper (``--offline``, or
              when it does not answer) the slot and the shard are computed from the config
              alone, and the output says so: the master shown is then the configured one.
+* ``hotkeys`` the keys taking the most requests, from the proxy's ``/status.json``: at
+             ``--metrics HOST:PORT``, else at every metrics address the pool's proxy (and
+             its ``--workers``) wrote in its ZooKeeper node; the workers' samples added up.
 * ``add-shard``, ``remove-shard``, ``reshard``, ``rebalance``: see ``reshard``.
 
 Exit codes: 0 ok, 1 the operation was refused or failed, 2 usage, 3 ZooKeeper unreachable.
@@ -25,14 +28,15 @@ import argparse
 import json
 import logging
 import sys
+import urllib.request
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
+from . import address, reshard
 from . import config as configuration
-from . import reshard
 from .cluster import layout as layout_plans
 from .cluster import zk as zkutil
 from .cluster import zkschema
@@ -44,6 +48,8 @@ from .watchdog.probe import Conn, RedisError, parse_role
 
 ZK_CONNECT_TIMEOUT = 5.0
 ZK_SESSION_TIMEOUT = 5.0  # short: a killed resharding admin's lock goes with its session
+STATUS_TIMEOUT = 10.0  # seconds a proxy's /status.json gets to answer
+WILDCARD = "0.0.0.0"  # a metrics host that names no one to connect to
 
 
 class AdminError(Exception):
@@ -248,6 +254,95 @@ def slot(pool: configuration.PoolConfig, key: bytes, offline: bool = False) -> d
     return result
 
 
+def registered_metrics(pool: configuration.PoolConfig) -> list[str]:
+    """The metrics addresses in the nodes of the pool's proxy (``zookeeper_path``) and of its
+    workers (``<zookeeper_path>.worker<i>``), each reachable: a wildcard host is replaced
+    by the host the proxy listens on."""
+    assert pool.zookeeper_path
+    parent, _, own = pool.zookeeper_path.rpartition("/")
+    zk = _connect(pool)
+    try:
+        try:
+            children = zk.get_children(parent or "/")
+        except NoNodeError:
+            children = []
+        found = []
+        for child in sorted(c for c in children if c == own or c.startswith(f"{own}.worker")):
+            try:
+                info = zkschema.ProxyInfo.decode(zk.get(f"{parent}/{child}")[0])
+                if not info.metrics:
+                    continue  # it runs without --metrics
+                host, port = address.parse(info.metrics)
+                if host == WILDCARD:
+                    host = address.parse(info.listen)[0]
+            except (NoNodeError, zkschema.SchemaError, address.AddressError):
+                continue  # gone meanwhile, or not a proxy's node
+            found.append(f"{host}:{port}")
+        return found
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def _status_json(where: str) -> dict[str, Any]:
+    url = f"http://{where}/status.json"
+    try:
+        with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT) as answer:
+            return dict(json.loads(answer.read()))
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"{url}: {exc}") from None
+
+
+def hotkeys(where: list[str], pool: str | None, top: int) -> dict[str, Any]:
+    """The ``top`` hottest keys of each pool (only ``pool`` if given) the proxies at ``where``
+    report, their summaries added up: a key's count (and the error it may overestimate by)
+    summed over the proxies, its share of all their samples. Each proxy lists its hottest
+    only: a key one of them does not list counts 0 there."""
+    pools: dict[str, dict[str, Any]] = {}
+    for place in where:
+        for reported in _status_json(place)["pools"]:
+            if pool is not None and reported["name"] != pool:
+                continue
+            hot = reported["hot_keys"]
+            merged = pools.setdefault(reported["name"], {
+                "pool": reported["name"], "proxies": [], "samples": 0,
+                "sample_every": hot["sample_every"], "keys": {}})
+            merged["proxies"].append(place)
+            merged["samples"] += hot["samples"]
+            for item in hot["keys"]:
+                key = merged["keys"].setdefault(item["key"], {
+                    "key": item["key"], "count": 0, "error": 0, "shard": item["shard"],
+                    "master": item["master"]})
+                key["count"] += item["count"]
+                key["error"] += item["error"]
+    if pool is not None and not pools:
+        raise AdminError(f"no pool named {pool!r} at {', '.join(where)}")
+    result = []
+    for merged in pools.values():
+        samples = merged["samples"]
+        ranked = sorted(merged["keys"].values(), key=lambda k: -k["count"])[:top]
+        for key in ranked:
+            key["share"] = key["count"] / samples if samples else 0.0
+            key["share_at_least"] = (key["count"] - key["error"]) / samples if samples else 0.0
+        result.append({**merged, "keys": ranked})
+    return {"pools": result}
+
+
+def _print_hotkeys(view: dict[str, Any]) -> None:
+    for pool in view["pools"]:
+        proxies = len(pool["proxies"])
+        print(f"pool {pool['pool']}: {pool['samples']:,} samples (1 key in "
+              f"{pool['sample_every']} sampled, halved each minute) from {proxies} "
+              f"prox{'y' if proxies == 1 else 'ies'} ({', '.join(pool['proxies'])})")
+        if not pool["keys"]:
+            print("  no key sampled yet")
+            continue
+        print(f"  {'share':>7} {'at least':>8}  {'shard':<12} {'master':<21} key")
+        for key in pool["keys"]:
+            print(f"  {key['share']:7.1%} {key['share_at_least']:8.1%}  {key['shard']:<12} "
+                  f"{key['master'] or 'NONE':<21} {key['key']}")
+
+
 def _print_slot(result: dict[str, Any]) -> None:
     where = result["source"]
     if "note" in result:
@@ -290,6 +385,10 @@ examples:
   pyproxy-admin slot user:42 -c conf/icd.yml  the key's slot, shard and current master
                                               (from the config alone with --offline or
                                               when ZooKeeper does not answer)
+  pyproxy-admin hotkeys -c conf/icd.yml       the keys taking the most requests, from the
+                                              status page of every proxy process registered
+                                              at the pool's zookeeper_path (or give
+                                              --metrics HOST:PORT of one proxy)
   pyproxy-admin add-shard -c conf/icd.yml redis-0002
                                               a shard with no slots, for watchdogs to join
   pyproxy-admin rebalance -c conf/icd.yml --dry-run
@@ -322,15 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
                        ("add-shard", "add a shard that owns no slots yet"),
                        ("remove-shard", "remove a shard that owns no slots"),
                        ("reshard", "move slots, with their keys, to a shard"),
-                       ("rebalance", "spread the slots evenly over the shards with a master")):
+                       ("rebalance", "spread the slots evenly over the shards with a master"),
+                       ("hotkeys", "the keys taking the most requests (the proxy's sample)")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("-c", "--conf-file", required=True, metavar="FILE")
+        p.add_argument("-c", "--conf-file", required=name != "hotkeys", metavar="FILE",
+                       help="the proxy's config" + (
+                           " (its pool's proxies are found in ZooKeeper; not needed with "
+                           "--metrics)" if name == "hotkeys" else ""))
         p.add_argument("--pool", help="pool name (needed when the file has several)")
         if name == "init":
             p.add_argument("--force", action="store_true",
                            help="overwrite differing weights (routing only: keys do not move)")
-        if name in ("status", "slot"):
+        if name in ("status", "slot", "hotkeys"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "hotkeys":
+            p.add_argument("--metrics", metavar="[HOST:]PORT",
+                           help="the proxy's --metrics address (default: the ones its "
+                                "ZooKeeper node tells)")
+            p.add_argument("-n", "--top", type=int, default=10, metavar="N",
+                           help="keys shown per pool (default 10)")
         if name == "slot":
             p.add_argument("--offline", action="store_true",
                            help="do not ask ZooKeeper: the slot and the configured shard")
@@ -390,17 +499,51 @@ def _reshard(pool: configuration.PoolConfig, args: argparse.Namespace) -> None:
         zk.close()
 
 
+def _hotkeys_source(loaded: configuration.Config | None,
+                    args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """(metrics addresses, pool name or None for all) for ``hotkeys``."""
+    if args.top < 1:
+        raise AdminError("--top must be at least 1", 2)
+    if args.metrics is not None:
+        try:
+            host, port = address.parse_endpoint(args.metrics)
+        except address.AddressError as exc:
+            raise AdminError(f"--metrics: expected [HOST:]PORT, got {args.metrics!r} ({exc})",
+                             2) from None
+        pool = args.pool if loaded is None else _pool(loaded, args.pool).name
+        return [f"{host}:{port}"], pool
+    assert loaded is not None
+    pool = _pool(loaded, args.pool)
+    if not pool.uses_zookeeper:
+        raise AdminError(f"{loaded.path}: pool {pool.name!r} has no zookeeper_* keys: give "
+                         f"--metrics HOST:PORT of its proxy")
+    where = registered_metrics(pool)
+    if not where:
+        raise AdminError(f"no proxy registered at {pool.zookeeper_path} tells a metrics address "
+                         f"(is it running with --metrics?); or give --metrics HOST:PORT")
+    return where, pool.name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # kazoo narrates every failed connection attempt; the admin reports one line instead
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    if args.action == "hotkeys" and args.conf_file is None and args.metrics is None:
+        print("pyproxy-admin: hotkeys needs -c FILE (a ZooKeeper pool) or --metrics HOST:PORT",
+              file=sys.stderr)
+        return 2
     try:
-        loaded = configuration.load(args.conf_file)
+        loaded = configuration.load(args.conf_file) if args.conf_file is not None else None
     except configuration.ConfigError as exc:
         for line in exc.errors:
             print(f"pyproxy-admin: {line}", file=sys.stderr)
         return 1
     try:
+        if args.action == "hotkeys":
+            view = hotkeys(*_hotkeys_source(loaded, args), args.top)
+            print(json.dumps(view, indent=2)) if args.json else _print_hotkeys(view)
+            return 0
+        assert loaded is not None  # every other action requires -c
         if args.action == "check":
             count = len(loaded.pools)
             print(f"pyproxy-admin: {args.conf_file}: ok ({count} pool{'' if count == 1 else 's'})")

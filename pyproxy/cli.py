@@ -20,7 +20,7 @@ from typing import Any
 
 from . import __version__, address, config, example_config
 from .detach import detach
-from .server import StartupError, _split_address, serve
+from .server import StartupError, exporter_address, serve
 from .workers import SINGLE_PROCESS, Role, supervise
 
 DESCRIPTION = """\
@@ -117,7 +117,7 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"-a {args.stats_addr}: expected an IPv4 address or a hostname")
     if args.metrics is not None:
         try:
-            ports.append(("--metrics", _split_address(args.metrics, "--metrics")[1]))
+            ports.append(("--metrics", exporter_address(args.metrics, "--metrics")[1]))
         except StartupError as exc:
             problems.append(str(exc))
     for flag, port in ports:  # worker i serves on the given port + i

@@ -119,6 +119,8 @@ class PoolConfig:
     client_output_soft_seconds: int
     proxy_memory_limit: int  # reply bytes held for all clients before new requests get -OOM
     failover_hold_ms: int  # hold a shard's requests this long while it has no usable master
+    slowlog_log_slower_than: int  # µs: requests at least this slow enter SLOWLOG (-1: none)
+    slowlog_max_len: int  # entries SLOWLOG keeps
 
     @property
     def uses_zookeeper(self) -> bool:
@@ -247,6 +249,9 @@ def _optional_milliseconds(value: Any) -> int | None:
 
 
 _positive = _integer(1, "expected a positive integer")
+# Redis's slowlog-log-slower-than: any integer, negative disables the log, 0 logs everything
+_microseconds = _integer(-(1 << 62), "expected an integer (microseconds; negative = log "
+                                     "nothing, 0 = log every request)")
 _non_negative = _integer(0, "expected an integer >= 0")
 _hash = _one_of(HASHES)
 _distribution = _one_of(DISTRIBUTIONS)
@@ -469,7 +474,7 @@ _KEYS = ("listen", "hash", "hash_tag", "distribution", "timeout", "backlog",
          "client_idle_timeout", "pinned_connections", "allow_flush", "pubsub_output_limit",
          "pubsub_output_soft_limit", "pubsub_output_soft_seconds", "failover_hold",
          "client_output_limit", "client_output_soft_limit", "client_output_soft_seconds",
-         "proxy_memory_limit")
+         "proxy_memory_limit", "slowlog_log_slower_than", "slowlog_max_len")
 
 
 class _PoolReader:
@@ -621,6 +626,9 @@ def _read_pool(path: str, name: str, raw: dict[Any, Any],
         failover_hold_ms=get("failover_hold", _integer(0, "expected an integer >= 0 "
                                                           "(milliseconds; 0 = do not hold)"),
                              FAILOVER_HOLD_MS if zk_host else 0),
+        slowlog_log_slower_than=get("slowlog_log_slower_than", _microseconds, 10000),
+        slowlog_max_len=get("slowlog_max_len", _integer(0, "expected an integer >= 0 "
+                                                           "(entries)"), 128),
     )
     return config, not pool.failed
 

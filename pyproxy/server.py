@@ -3,8 +3,11 @@
 Invariants:
 
 * One listener per pool; every client of a pool shares that pool's backends.
-* A pool with ``client_connections: N`` (N > 0) has at most N clients: the next one gets
-  Redis's ``-ERR max number of clients reached`` and is closed, never joining the pool.
+* A pool with ``client_connections: N`` (N > 0) has at most N clients, and no pool admits a
+  client that would take a file descriptor kept for backends (``proxy.descriptors``: the
+  reserve is computed from RLIMIT_NOFILE and the pools' backends, server_connections,
+  backlog and pinned_connections). A client not admitted gets Redis's
+  ``-ERR max number of clients reached`` and is closed, never joining the pool.
   ``tcpkeepalive`` sets SO_KEEPALIVE on the listening socket, which accepted client sockets
   inherit (Linux); ``reuseport`` sets SO_REUSEPORT on it (as ``--workers`` does).
 * Startup either brings up every listener or none (a failure stops what was started and is
@@ -28,8 +31,10 @@ from dataclasses import replace
 from . import address
 from .cluster.topology import Topology
 from .config import Config, PoolConfig
-from .observe.snapshot import ProxySnapshot
+from .observe.history import TableHistory
+from .observe.snapshot import ActivitySnapshot, ProxySnapshot
 from .proxy.client import Client
+from .proxy.descriptors import Descriptors
 from .proxy.execute import Executor
 from .proxy.pool import Member, Pool
 from .proxy.replies import Flusher
@@ -40,6 +45,7 @@ from .workers import SINGLE_PROCESS, Role
 log = logging.getLogger("pyproxy.server")
 
 SHUTDOWN_GRACE = 5.0
+HOT_KEYS_SHOWN = 20  # of the summary's counters, the hottest shown by snapshots
 
 
 class StartupError(Exception):
@@ -66,13 +72,17 @@ MAX_CLIENTS = b"-ERR max number of clients reached\r\n"  # redis-server's words
 
 
 class LimitedClient(Client):
-    """A client of a pool with ``client_connections``: counted when the connection is made
-    (not when accepted: several accepts may come before their ``connection_made``)."""
+    """A client of a pool with ``client_connections``, or of a process with a limit on open
+    files: counted when the connection is made (not when accepted: several accepts may come
+    before their ``connection_made``)."""
 
     __slots__ = ("refused",)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.refused = len(self.pool.clients) >= self.pool.config.client_connections
+        pool = self.pool
+        most = pool.config.client_connections
+        self.refused = (0 < most <= len(pool.clients)
+                        or not pool.descriptors.admits_client(self.clock()))
         if self.refused:
             transport.write(MAX_CLIENTS)  # type: ignore[attr-defined]  # a Transport
             transport.close()
@@ -92,8 +102,11 @@ class Proxy:
         self.servers: list[asyncio.AbstractServer] = []
         self.pools: dict[str, Pool] = {}
         self.topologies: dict[str, Topology] = {}  # by pool name
+        self.histories: dict[str, TableHistory] = {}  # recent topology events, by pool name
         self.executors: list[Executor] = []
         self.flusher: Flusher | None = None
+        self.metrics = ""  # "host:port" of the metrics port once served, told in ZooKeeper
+        self.descriptors = Descriptors.of_process()
 
     def clients(self) -> list[Member]:
         return [client for pool in self.pools.values() for client in pool.clients]
@@ -102,20 +115,33 @@ class Proxy:
         """What the proxy looks like now, in copies: for INFO, stats and metrics (on the loop)."""
         pools = []
         for name, pool in self.pools.items():
-            view = pool.snapshot()
+            view = replace(pool.snapshot(), activity=self._activity(pool))
             topology = self.topologies.get(name)
             if topology is not None:
-                view = replace(view, topology=topology.stats.snapshot())
+                view = replace(view, topology=topology.snapshot())
             pools.append(view)
         return ProxySnapshot(self.started, tuple(pools))
+
+    def _activity(self, pool: Pool) -> ActivitySnapshot:
+        load = pool.load
+        hot, samples = load.top(HOT_KEYS_SHOWN)
+        history = self.histories.get(pool.name)
+        return ActivitySnapshot(
+            slot_requests=tuple(load.slots), hot_keys=tuple(hot), hot_samples=samples,
+            sample_every=load.sample_every, slowlog=tuple(pool.slowlog.latest(-1)),
+            events=history.recent() if history is not None else (),
+            hash_tag=pool.config.hash_tag)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.flusher = Flusher(loop.call_soon)
         try:
             for pool_config in self.config.pools:
-                pool = Pool(pool_config, static_table(pool_config))
+                pool = Pool(pool_config, static_table(pool_config), self.descriptors)
                 self.pools[pool_config.name] = pool
+                history = self.histories[pool.name] = TableHistory(pool.table)
+                pool.on_routes.append(history.follow)
+                self.descriptors.pools.append(pool)
                 self.servers.append(await self._listen(loop, pool))
                 count = len(pool.table.shards)
                 log.info("pool %s listening on %s (%d shard%s)", pool.name, pool_config.listen,
@@ -126,6 +152,7 @@ class Proxy:
             await self.close()
             why = exc.strerror or exc
             raise StartupError(f"cannot listen on {pool_config.listen}: {why}") from None
+        log.info("%s", self.descriptors.describe())
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> asyncio.AbstractServer:
         config = pool.config
@@ -134,7 +161,8 @@ class Proxy:
         flusher = self.flusher
         assert flusher is not None
 
-        client = LimitedClient if config.client_connections else Client
+        limited = config.client_connections or self.descriptors.limit is not None
+        client = LimitedClient if limited else Client
 
         def factory() -> Client:
             return client(pool, executor, flusher)
@@ -184,7 +212,8 @@ class Proxy:
         """Register the pool's proxy in ZooKeeper and follow its cluster from now on."""
         assert pool.config.zookeeper_path
         topology = Topology(pool.config, self.config.digest, lambda: pool.table, pool.apply,
-                            pool.drained, self.role.node(pool.config.zookeeper_path))
+                            pool.drained, self.role.node(pool.config.zookeeper_path),
+                            self.metrics)
         self.topologies[pool.name] = topology
         topology.start()
 
@@ -204,11 +233,11 @@ class Proxy:
         await asyncio.sleep(0)
 
 
-def _split_address(text: str, what: str) -> tuple[str, int]:
-    """``[HOST:]PORT`` for the exporters' flags (the host defaults to 127.0.0.1)."""
-    host, _, port = text.rpartition(":")
+def exporter_address(text: str, what: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` of an exporter's flag (``address.parse_endpoint``), or a
+    ``StartupError`` naming the flag."""
     try:
-        return address.parse(f"{host or '127.0.0.1'}:{port}")
+        return address.parse_endpoint(text)
     except address.AddressError as exc:
         raise StartupError(f"{what}: expected HOST:PORT, got {text!r} ({exc})") from None
 
@@ -216,15 +245,19 @@ def _split_address(text: str, what: str) -> tuple[str, int]:
 async def _start_exporters(proxy: Proxy, metrics: str | None, stats: str | None) -> None:
     from .observe.metrics import serve_metrics
     from .observe.statsport import serve_stats
+    from .statuspage import StatusPages
 
     try:
         if metrics:
-            host, port = _split_address(metrics, "--metrics")
+            host, port = exporter_address(metrics, "--metrics")
             port = proxy.role.port(port)
-            serve_metrics(proxy.snapshot, asyncio.get_running_loop(), host, port)
-            log.info("metrics on http://%s:%d/metrics", host, port)
+            loop = asyncio.get_running_loop()
+            serve_metrics(proxy.snapshot, loop, host, port, StatusPages(proxy, loop).pages())
+            proxy.metrics = f"{host}:{port}"
+            log.info("metrics on http://%s:%d/metrics, status page on http://%s:%d/", host,
+                     port, host, port)
         if stats:
-            host, port = _split_address(stats, "stats address")
+            host, port = exporter_address(stats, "stats address")
             port = proxy.role.port(port)
             proxy.servers.append(await serve_stats(proxy.snapshot, host, port))
             log.info("nutcracker-style stats on %s:%d", host, port)

@@ -4,7 +4,8 @@
     python3 scripts/deps.py demo    redis-server, redis-tools, ZooKeeper (and Java)
     python3 scripts/deps.py test    the same plus nutcracker (the tests compare against it),
                                     and the checkers of deploy/: promtool (prometheus),
-                                    systemd-analyze (systemd), logrotate
+                                    systemd-analyze (systemd), logrotate, and chromium
+                                    (the status page is rendered headless)
 
 Only what is missing is installed, with apt-get, when running as root; otherwise the one
 ``apt-get`` line to run is printed and the exit status is 1. ``python3-venv`` is added when
@@ -38,7 +39,9 @@ DEMO = (
 TEST = (*DEMO, ("redis-benchmark", "redis-tools"), ("nutcracker", "nutcracker"),
         # deploy/: alert rules checked and unit-tested, systemd units verified, logrotate -d
         ("promtool", "prometheus"), ("systemd-analyze", "systemd"),
-        ("/usr/sbin/logrotate", "logrotate"))
+        ("/usr/sbin/logrotate", "logrotate"),
+        # the status page, rendered and screenshotted by headless chromium (test_status_page)
+        ("chromium", "chromium"))
 NEEDS = {"demo": DEMO, "test": TEST}
 
 

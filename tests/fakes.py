@@ -18,6 +18,7 @@ from typing import Any
 import hiredis
 
 from pyproxy import config
+from pyproxy.observe.slowlog import SlowLog
 from pyproxy.observe.snapshot import ProxySnapshot
 from pyproxy.observe.stats import PoolStats
 from pyproxy.proxy.execute import Executor
@@ -95,6 +96,8 @@ class FakePool:
         self.clients: set[Any] = set()
         self.on_routes: list[Any] = []
         self.budget = MemoryBudget(self.config.proxy_memory_limit)
+        self.slowlog = SlowLog(self.config.slowlog_log_slower_than, self.config.slowlog_max_len,
+                               lambda: table, self.config.hash_tag)
 
     def route_of(self, shard: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.name == shard), None)

@@ -72,6 +72,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """The first of ``count`` consecutive TCP ports free on ``host`` a moment ago (what
+    ``--workers`` needs of ``--metrics``: worker i serves on the port + i)."""
+    for _ in range(attempts):
+        first = free_port(host)
+        if first + count > 65536:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return first
+    raise ServerError(f"no {count} consecutive free ports on {host} in {attempts} attempts")
+
+
 def _check_loopback(host: str) -> None:
     if not host.startswith("127."):
         raise ValueError(f"test servers only run on 127.0.0.0/8, not {host!r}")
@@ -361,6 +378,10 @@ class ManagedProcess:
     def _env(self) -> dict[str, str] | None:
         return None
 
+    def _preexec(self) -> Callable[[], None] | None:
+        """Run in the child between fork and exec (resource limits)."""
+        return None
+
     def _prepare(self) -> None:
         """Write config files etc. before each spawn."""
 
@@ -453,6 +474,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=str(self.dir),
                 env=self._env(),
+                preexec_fn=self._preexec(),
             )
         self._paused = False
         _register(self)
@@ -958,7 +980,8 @@ class ProxyProcess(ManagedProcess):
     ``config`` is YAML text, or a callable returning it (called again, for new ports, when a
     start fails with EADDRINUSE). Ready when every ``listen: host:port`` found anywhere in the
     YAML accepts a TCP connection. ``stop()`` returns False if SIGTERM was not enough within
-    ``stop_timeout`` (10 s) and it had to SIGKILL; ``forced_kill`` records that too."""
+    ``stop_timeout`` (10 s) and it had to SIGKILL; ``forced_kill`` records that too.
+    ``open_files`` sets RLIMIT_NOFILE (soft and hard) for the proxy process."""
 
     name = "pyproxy"
     log_name = "proxy.log"
@@ -970,8 +993,10 @@ class ProxyProcess(ManagedProcess):
         extra_args: Sequence[str] = (),
         tmpdir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         super().__init__(tmpdir)
+        self.open_files = open_files
         self._config_source = config
         self.config_text = config() if callable(config) else config
         self.extra_args = tuple(extra_args)
@@ -1026,6 +1051,14 @@ class ProxyProcess(ManagedProcess):
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "pyproxy", "-c", str(self.config_path), *self.extra_args]
 
+    def _preexec(self) -> Callable[[], None] | None:
+        if self.open_files is None:
+            return None
+        import resource
+
+        limits = (self.open_files, self.open_files)
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
     def _wait_ready(self, timeout: float) -> None:
         if not self.listens:
             raise ServerError(f"no listen: host:port in the proxy config:\n{self.config_text}")
@@ -1047,6 +1080,97 @@ class ProxyProcess(ManagedProcess):
         return clean
 
 
+# --------------------------------------------------------------------------- a cuttable link
+
+
+class TcpRelay:
+    """A loopback TCP forwarder to ``target`` ("host:port") on a port of its own, for a test
+    that takes one client's connection away from a server while the server and its other
+    clients run on: ``cut()`` drops every connection through it and refuses new ones
+    (accepted, then closed at once) until ``mend()``. Threads: one accepting, two per
+    connection, each ending when its sockets close; ``close()`` closes them all."""
+
+    ACCEPT_POLL = 0.05
+
+    def __init__(self, target: str, host: str = "127.0.0.1") -> None:
+        target_host, target_port = target.rsplit(":", 1)
+        _check_loopback(host)
+        _check_loopback(target_host)
+        self.target = (target_host, int(target_port))
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(self.ACCEPT_POLL)
+        self.address = f"{host}:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._cut = False
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self._acceptor.start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+        self._drop(*self._sockets())
+
+    def mend(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._acceptor.join(timeout=STOP_TIMEOUT)
+        self._listener.close()
+        self._drop(*self._sockets())
+
+    def _sockets(self) -> list[socket.socket]:
+        with self._lock:
+            return list(self._open)
+
+    def _accept(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                refused = self._cut or self._closed
+            try:
+                if refused:
+                    raise ConnectionRefusedError("the relay is cut")
+                upstream = socket.create_connection(self.target, timeout=STOP_TIMEOUT)
+            except OSError:
+                conn.close()
+                continue
+            conn.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {conn, upstream}
+            for source, sink in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(source, sink), name="relay-pump",
+                                 daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._drop(source, sink)
+
+    def _drop(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                self._open.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
+            sock.close()
+
+
 __all__ = [
     "MissingDependencyError",
     "Nutcracker",
@@ -1054,6 +1178,7 @@ __all__ = [
     "ProxyProcess",
     "RedisServer",
     "ServerError",
+    "TcpRelay",
     "ZooKeeperServer",
     "free_port",
     "live_servers",

@@ -1,12 +1,16 @@
 """``pyproxy-admin`` as an operator reads it: ``slot`` without ZooKeeper, the words of
-``init``, ``slot`` and ``check``. ZooKeeper is a real server (the session's, on a chroot)."""
+``init``, ``slot`` and ``check``; ``hotkeys`` from live proxies. ZooKeeper is a real server
+(the session's, on a chroot)."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from kazoo.client import KazooClient
 
 from pyproxy.cluster import zkschema
 from pyproxy.routing.hashing import slot_of
-from tests.servers import REPO_ROOT, free_port, pool_config
+from tests.servers import REPO_ROOT, free_port, free_ports_in_a_row, pool_config, wait_until
 
 CLUSTER = "/redis/cluster/icd"
 SERVERS = ["127.0.0.1:7001:0-2047", "127.0.0.1:7002:2048-4095"]  # never contacted
@@ -106,3 +110,106 @@ def test_status_and_slot_agree_with_a_registered_master(tmp_path: Path, zk_hosts
     finally:
         zk.stop()
         zk.close()
+
+
+def _gets(port: int, keys: list[bytes], connections: int = 8) -> None:
+    """Every key GET once, pipelined, spread over ``connections`` (``--workers`` share them)."""
+    for index in range(connections):
+        part = keys[index::connections]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(k), k)
+                                  for k in part))
+            data = b""
+            while data.count(b"$-1\r\n") < len(part):  # every key is missing
+                chunk = sock.recv(65536)
+                assert chunk, "the proxy closed the connection"
+                data += chunk
+
+
+def _hot_workload() -> list[bytes]:
+    """4,000 distinct keys, 5 times each, and hot:key as a quarter of all requests."""
+    keys = [b"k:%d" % (i % 4000) for i in range(20_000)] + [b"hot:key"] * 6_700
+    random.Random(18).shuffle(keys)
+    return keys
+
+
+def test_hotkeys_finds_every_worker_through_zookeeper(tmp_path: Path, zk_hosts: str,
+                                                      redis_factory: Any,
+                                                      proxy_factory: Any) -> None:
+    a, b = redis_factory(), redis_factory()
+    port, metrics = free_port(), free_ports_in_a_row(2)
+    conf = tmp_path / "hot.yml"
+    conf.write_text(pool_config(port, [f"{a.address}:0-2047", f"{b.address}:2048-4095"],
+                                zookeeper_host=zk_hosts,
+                                zookeeper_path=f"/redis/proxy/hot/127.0.0.1:{port}",
+                                zookeeper_redis_path="/redis/cluster/hot"))
+    assert admin("init", "-c", str(conf)).returncode == 0
+    zk = KazooClient(hosts=zk_hosts, timeout=5.0)
+    zk.start(timeout=10)
+    try:
+        for shard, redis in (("redis-0000", a), ("redis-0001", b)):  # as watchdogs would
+            zk.create(f"/redis/cluster/hot/{shard}/{redis.address}-", ephemeral=True,
+                      sequence=True)
+        proxy_factory(conf.read_text(),
+                      extra_args=("--workers", "2", "--metrics", f"127.0.0.1:{metrics}"))
+        _hotkeys_of_two_workers(conf, port, metrics)
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def _hotkeys_of_two_workers(conf: Path, port: int, metrics: int) -> None:
+    """Both workers' nodes name their metrics ports; their summaries are added up."""
+
+    def both_registered() -> bool:
+        listed = admin("hotkeys", "-c", str(conf), "--json")
+        return listed.returncode == 0 and len(json.loads(listed.stdout)["pools"][0]
+                                               ["proxies"]) == 2
+    wait_until(both_registered, 30, "both workers registered with their metrics ports")
+    _gets(port, _hot_workload(), connections=16)  # the kernel spreads them over both
+
+    found = admin("hotkeys", "-c", str(conf), "--json")
+    assert found.returncode == 0, found.stderr
+    (pool,) = json.loads(found.stdout)["pools"]
+    assert sorted(pool["proxies"]) == [f"127.0.0.1:{metrics}", f"127.0.0.1:{metrics + 1}"]
+    hot = pool["keys"][0]
+    assert hot["key"] == "hot:key", pool["keys"][:3]
+    owner = "redis-0001" if slot_of(b"hot:key") >= 2048 else "redis-0000"
+    assert hot["shard"] == owner and 0.1 < hot["share"] < 0.5
+    each = [_worker_samples(f"127.0.0.1:{metrics + i}") for i in (0, 1)]
+    assert pool["samples"] == sum(each) and min(each) > 0, each
+
+    printed = admin("hotkeys", "-c", str(conf), "-n", "3")
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert lines[0].startswith("pool alpha: ") and "from 2 proxies" in lines[0]
+    assert lines[2].endswith(" hot:key") and f" {owner} " in lines[2] and len(lines) <= 5
+
+
+def _worker_samples(where: str) -> int:
+    with urllib.request.urlopen(f"http://{where}/status.json", timeout=10) as page:
+        return int(json.loads(page.read())["pools"][0]["hot_keys"]["samples"])
+
+
+def test_hotkeys_at_a_given_metrics_address_and_its_refusals(tmp_path: Path,
+                                                             redis_factory: Any,
+                                                             proxy_factory: Any) -> None:
+    a, b = redis_factory(), redis_factory()
+    port, metrics = free_port(), free_port()
+    conf = tmp_path / "static.yml"
+    conf.write_text(pool_config(port, [f"{a.address}:0-2047", f"{b.address}:2048-4095"]))
+    proxy_factory(conf.read_text(), extra_args=("--metrics", f"127.0.0.1:{metrics}"))
+    _gets(port, _hot_workload(), connections=1)
+    found = admin("hotkeys", "--metrics", str(metrics), "--json")  # no config: a bare port
+    assert found.returncode == 0, found.stderr
+    (pool,) = json.loads(found.stdout)["pools"]
+    assert pool["proxies"] == [f"127.0.0.1:{metrics}"] and pool["keys"][0]["key"] == "hot:key"
+
+    static = admin("hotkeys", "-c", str(conf))  # nothing in ZooKeeper to find it by
+    assert static.returncode == 1
+    assert "has no zookeeper_* keys: give --metrics HOST:PORT" in static.stderr
+    assert admin("hotkeys").returncode == 2
+    wrong = admin("hotkeys", "--metrics", str(metrics), "--pool", "beta")
+    assert wrong.returncode == 1 and "no pool named 'beta'" in wrong.stderr
+    closed = admin("hotkeys", "--metrics", str(free_port()))
+    assert closed.returncode == 1 and "/status.json: " in closed.stderr

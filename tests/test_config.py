@@ -100,6 +100,21 @@ def test_defaults() -> None:
         536870912, 1048576, None)
 
 
+def test_slowlog_keys() -> None:
+    pool = parse_pool()
+    assert (pool.slowlog_log_slower_than, pool.slowlog_max_len) == (10000, 128)
+    pool = parse_pool(slowlog_log_slower_than="-1", slowlog_max_len="0")
+    assert (pool.slowlog_log_slower_than, pool.slowlog_max_len) == (-1, 0)
+    assert parse_pool(slowlog_log_slower_than="0").slowlog_log_slower_than == 0
+    assert errors_of(pool_yaml(slowlog_log_slower_than="fast", slowlog_max_len="-5",
+                               timeout="x")) == [
+        PREFIX + "timeout: expected an integer >= 0 (milliseconds), got 'x'",
+        PREFIX + "slowlog_log_slower_than: expected an integer (microseconds; negative = log "
+                 "nothing, 0 = log every request), got 'fast'",
+        PREFIX + "slowlog_max_len: expected an integer >= 0 (entries), got -5",
+    ]
+
+
 def test_nutcrackers_defaults_place_keys_with_fnv1a_64_and_ketama() -> None:
     pool = parse_pool(hash=None, distribution=None, servers="[h:1:1, h:2:1]")
     assert (pool.hash, pool.distribution) == (config.DEFAULT_HASH, config.DEFAULT_DISTRIBUTION)

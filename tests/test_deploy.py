@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from pyproxy.cluster import zkschema
-from pyproxy.observe.metrics import BACKEND_SERIES, POOL_SERIES
+from pyproxy.observe.metrics import BACKEND_SERIES, MIGRATION_SERIES, POOL_SERIES
 from pyproxy.watchdog import cli as watchdog_cli
 from pyproxy.watchdog.metrics import Metrics
 from tests import test_watchdog
@@ -181,6 +181,7 @@ def _code_tables() -> set[str]:
     names |= {f"pyproxy_{series}" for series, (kind, _, _) in POOL_SERIES.items()
               if kind == "gauge"}
     names |= {f"pyproxy_backend_{series}_total" for series in BACKEND_SERIES}
+    names |= {f"pyproxy_migration_{series}_total" for series in MIGRATION_SERIES}
     names |= {sample.name for family in Metrics().registry.collect() for sample in family.samples}
     return names
 

@@ -69,6 +69,30 @@ def test_noauth_before_auth_then_served() -> None:
     assert len(pool.endpoints[0].sent) == 0 and client.session.authenticated
 
 
+def test_the_password_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15, finding 12: ``==`` on bytes returns at the first differing byte, so its time
+    tells how much of a guess was right; every AUTH goes through hmac.compare_digest."""
+    import hmac
+
+    from pyproxy.proxy import local
+
+    compared: list[tuple[bytes, bytes]] = []
+    compare = hmac.compare_digest
+
+    def spy(given: bytes, password: bytes) -> bool:
+        compared.append((given, password))
+        return compare(given, password)
+
+    monkeypatch.setattr(local.hmac, "compare_digest", spy)
+    pool, client, ex = setup(redis_auth="secret")
+    guesses = [b"s", b"secre", b"secretX", b"Secret", b"secret"]
+    for guess in guesses:
+        ex.run(client, [b"AUTH", guess])
+    assert compared == [(guess, b"secret") for guess in guesses]
+    wrong = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    assert client.replies() == [wrong] * 4 + [b"+OK\r\n"]
+
+
 def test_same_shard_keys_forwarded_whole_cross_shard_refused() -> None:
     pool, client, ex = setup()
     ex.run(client, [b"RENAME", A1, A2])

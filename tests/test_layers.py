@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pyproxy"
 
 # layer -> the layers it may import (besides itself and the package's top-level modules
-# that import no layer: address, config, __init__)
+# that import no layer: address, config, detach, web, __init__)
 ALLOWED = {
     "protocol": set(),
     "routing": set(),
@@ -21,7 +21,7 @@ ALLOWED = {
     "proxy": {"protocol", "routing", "observe"},
     "watchdog": {"cluster"},
 }
-BASE = {"pyproxy", "pyproxy.address", "pyproxy.config", "pyproxy.detach"}
+BASE = {"pyproxy", "pyproxy.address", "pyproxy.config", "pyproxy.detach", "pyproxy.web"}
 
 
 def module_name(path: Path) -> str:

@@ -245,3 +245,58 @@ def test_a_scrape_reads_a_snapshot_built_on_the_event_loop() -> None:
     names = asyncio.run(scenario())
     assert built_on == [threading.get_ident()]  # this (the loop's) thread, not the executor's
     assert "pyproxy_info" in names and "pyproxy_client_connections" in names
+
+
+def test_registration_gauge_says_which_proxy_holds_its_node(
+    redis_factory: Any, proxy_factory: Any, zk_hosts: str
+) -> None:
+    """Two proxies given the same zookeeper_path: the first registers (1), the second finds
+    the node held by another live process and is not registered (0)."""
+    from kazoo.client import KazooClient
+
+    a, b = redis_factory(), redis_factory()
+    zk = KazooClient(hosts=zk_hosts, timeout=5.0)
+    zk.start(timeout=10)
+    cluster = "/redis/cluster/r"
+    try:
+        for i, (lo, hi) in enumerate([(0, 2047), (2048, 4095)]):
+            zk.create(f"{cluster}/{zkschema.shard_name(i)}", zkschema.weight_data(lo, hi),
+                      makepath=True)
+        ports = []
+        for _ in range(2):
+            port, metrics = free_port(), free_port()
+            proxy_factory(pool_config(port, two_shards(a, b), zookeeper_host=zk_hosts,
+                                      zookeeper_path="/redis/proxy/r/shared",
+                                      zookeeper_redis_path=cluster),
+                          extra_args=("--metrics", f"127.0.0.1:{metrics}"))
+            if not ports:
+                wait_until(lambda m=metrics: value(scrape(m), "pyproxy_zookeeper_registered",
+                                                   pool="alpha") == 1, 10, "first registered")
+            ports.append(metrics)
+        second = ports[1]
+        wait_until(lambda: value(scrape(second), "pyproxy_zookeeper_session", pool="alpha",
+                                 state="CONNECTED") == 1, 10, "second connected")
+        assert value(scrape(second), "pyproxy_zookeeper_registered", pool="alpha") == 0
+        assert value(scrape(ports[0]), "pyproxy_zookeeper_registered", pool="alpha") == 1
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def test_migration_counters_are_exported_for_zookeeper_pools_only() -> None:
+    """The counters of ``proxy/migration.py`` (a pool's ``MigrationSnapshot``) become
+    ``pyproxy_migration_*_total`` by pool; a pool that cannot migrate exports none."""
+    from pyproxy.observe.metrics import MIGRATION_SERIES, ProxyCollector
+    from pyproxy.observe.snapshot import MigrationSnapshot, PoolSnapshot, ProxySnapshot
+    from pyproxy.observe.stats import PoolStats
+    from pyproxy.routing import table as routing
+
+    table = routing.build([routing.Shard.of("redis-0000", 0, 4095, "127.0.0.1:1")], 4096)
+    counted = MigrationSnapshot(moves=7, busy=1, move_errors=2, paused=3, pause_expired=1)
+    pools = (PoolSnapshot("zk", "127.0.0.1:1", table, 0, PoolStats(), {}, migration=counted),
+             PoolSnapshot("static", "127.0.0.1:2", table, 0, PoolStats(), {}))
+    samples = {(sample.name, sample.labels.get("pool")): sample.value
+               for family in ProxyCollector(lambda: ProxySnapshot(0.0, pools)).collect()
+               if family.name.startswith("pyproxy_migration_") for sample in family.samples}
+    assert samples == {(f"pyproxy_migration_{name}_total", "zk"): getattr(counted, name)
+                       for name in MIGRATION_SERIES}

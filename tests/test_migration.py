@@ -192,6 +192,36 @@ def test_a_key_on_both_sides_resolves_for_the_target(cluster: Any) -> None:
     assert a.client().exists(key) == 0
 
 
+def migration_counters(proxy: str) -> dict[str, int]:
+    """``INFO proxy``'s ``pool_alpha_migration`` line as a dict."""
+    info = call(proxy, "INFO", "proxy").decode()
+    line = next(x for x in info.splitlines() if x.startswith("pool_alpha_migration:"))
+    return {name: int(value) for name, value in
+            (pair.split("=") for pair in line.partition(":")[2].split(","))}
+
+
+def test_info_counts_what_serving_the_migration_did(cluster: Any) -> None:
+    layout, a, b, proxies = cluster
+    proxy, other = proxies
+    assert migration_counters(proxy) == dict(moves=0, busy=0, move_errors=0, paused=0,
+                                             pause_expired=0)
+    held_key, both_key, moved_key = moving_keys(3, "count:")
+    a.client().set(both_key, "stale")
+    b.client().set(both_key, "newer")
+    layout.wait_acknowledged(layout.migrate(PREPARE))
+    with Raw(*tuple_of(proxy)) as held:
+        held.cmd("GET", held_key)
+        wait_until(lambda: migration_counters(proxy)["paused"] == 1, DEADLINE, "held")
+        layout.migrate(MOVING)
+        assert held.reply() == b"$-1\r\n"
+    assert call(proxy, "GET", both_key) == b"newer"  # BUSYKEY: the source's copy deleted
+    assert call(proxy, "SET", moved_key, "1") == b"OK"
+    counted = migration_counters(proxy)
+    # the held GET's key, the key on both sides and the SET's each took one MIGRATE
+    assert counted == dict(moves=3, busy=1, move_errors=0, paused=1, pause_expired=0), counted
+    assert migration_counters(other)["moves"] == 0  # per proxy: the other one served nothing
+
+
 def test_finishing_routes_the_slots_to_the_target_directly(cluster: Any) -> None:
     layout, a, b, proxies = cluster
     key = moving_keys(1, "f:")[0]

@@ -168,3 +168,57 @@ def test_odd_requests_get_redis_answers(data: bytes, replies: int | None, plain:
     proxy, _, reference = plain
     expected = exchange(reference.port, data, replies)
     assert exchange(proxy.port, data, replies) == expected
+
+
+def test_a_huge_reply_costs_linear_time_and_others_stay_fast(plain: Any) -> None:
+    """Finding 3: a partial reply used to be parsed again from its start on every read — an
+    LRANGE of a million elements took 2.1 s, blocking every client for as long (measured with
+    benchmarks/big_reply.py). Now it costs its bytes once: the reply arrives intact (Redis's
+    bytes) and another client's PING through the proxy stays under 200 ms meanwhile — in the
+    best of three LRANGEs, as a busy shared machine may deschedule the proxy for that long
+    (the old code blocked for 2 s in every one)."""
+    import hashlib
+
+    proxy, (_, b), _ = plain
+    elements, key = 1_000_000, b"huge"  # slot 4023: on shard 1 (b)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=DEADLINE) as direct:
+        for start in range(0, elements, 20_000):
+            direct.sendall(resp.encode_command(
+                [b"RPUSH", key, *(b"%07d" % i for i in range(start, start + 20_000))]))
+            assert direct.recv(100).startswith(b":")
+    expected = resp.array([resp.bulk(b"%07d" % i) for i in range(elements)])
+    longest = []
+    for _ in range(3):
+        stop = threading.Event()
+        round_trips: list[float] = []
+
+        def ping(stop: threading.Event = stop, round_trips: list[float] = round_trips) -> None:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=DEADLINE) as sock:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    sock.sendall(b"PING\r\n")
+                    assert sock.recv(100) == b"+PONG\r\n"
+                    round_trips.append(time.monotonic() - started)
+                    time.sleep(0.002)
+
+        pinger = threading.Thread(target=ping)
+        pinger.start()
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=DEADLINE) as sock:
+                sock.sendall(resp.encode_command([b"LRANGE", key, b"0", b"-1"]))
+                digest, got = hashlib.sha256(), 0
+                while got < len(expected):
+                    chunk = sock.recv(1 << 20)
+                    assert chunk, f"closed after {got} bytes"
+                    digest.update(chunk)
+                    got += len(chunk)
+        finally:
+            stop.set()
+            pinger.join(DEADLINE)
+        assert got == len(expected)
+        assert digest.digest() == hashlib.sha256(expected).digest()
+        assert len(round_trips) >= 5
+        longest.append(max(round_trips))
+    print(f"\nBIG-REPLY longest PING during each LRANGE of {elements:,}: "
+          + ", ".join(f"{t * 1000:.0f} ms" for t in longest))
+    assert min(longest) < 0.2, longest

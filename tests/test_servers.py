@@ -18,6 +18,7 @@ from tests.servers import (
     ProxyProcess,
     RedisServer,
     ServerError,
+    TcpRelay,
     free_port,
     live_servers,
 )
@@ -260,3 +261,25 @@ def test_everything_is_tracked_and_closed(redis_factory) -> None:
         log_dir = other.dir
     assert other not in live_servers() and not other.is_running()
     assert log_dir is not None and not log_dir.exists()
+
+
+def test_relay_forwards_cuts_and_mends(redis_factory) -> None:
+    r = redis_factory()
+    relay = TcpRelay(r.address)
+    try:
+        host, port = relay.address.rsplit(":", 1)
+        through = redis.Redis(host=host, port=int(port), socket_timeout=2,
+                              retry=Retry(NoBackoff(), 0))
+        assert through.ping() is True
+        relay.cut()
+        with pytest.raises(redis.ConnectionError):
+            through.ping()  # the open connection was dropped
+        with pytest.raises(redis.ConnectionError):
+            through.ping()  # and a new one is closed at once
+        assert r.client().ping() is True  # the server runs on
+        relay.mend()
+        assert through.ping() is True
+        through.close()
+    finally:
+        relay.close()
+    assert not _accepts(host, int(port))

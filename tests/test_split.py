@@ -106,7 +106,7 @@ class Owner:
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 def test_fanout_merges_once_whatever_order_parts_answer(order: tuple[int, ...]) -> None:
     owner = Owner()
-    slot = Reply(owner, 0.0)
+    slot = Reply(owner, 0.0, [])
     fan = FanOut(slot, MERGES["array"], [[0, 3], [1], [2, 4]], 5)
     parts = [fan.part(i) for i in range(3)]
     replies = [b"*2\r\n:0\r\n:3\r\n", b"*1\r\n:1\r\n", b"*2\r\n:2\r\n:4\r\n"]
@@ -123,7 +123,7 @@ def test_fanout_merges_once_whatever_order_parts_answer(order: tuple[int, ...]) 
 
 def test_fanout_error_in_one_part_wins_and_late_parts_are_swallowed() -> None:
     owner = Owner()
-    slot = Reply(owner, 0.0)
+    slot = Reply(owner, 0.0, [])
     fan = FanOut(slot, MERGES["sum"], [[0], [1]])
     error = b"-ERR pyproxy: backend 127.0.0.1:1 is down (connect failed)\r\n"
     fan.part(1).settle(error)
@@ -136,7 +136,7 @@ def test_fanout_error_in_one_part_wins_and_late_parts_are_swallowed() -> None:
 
 def test_reply_settle_is_idempotent_and_marks_owner_once() -> None:
     owner = Owner()
-    a, b = Reply(owner, 0.0), Reply(owner, 0.0)
+    a, b = Reply(owner, 0.0, []), Reply(owner, 0.0, [])
     a.settle(b"+OK\r\n")
     b.settle(b"$-1\r\n")
     a.settle(b"-ERR late\r\n")

@@ -334,6 +334,45 @@ def test_bad_topologies_keep_routing_and_masterless_shard_errors_fast(
     client.close()
 
 
+def test_a_member_no_one_can_connect_to_errors_at_once_without_a_traceback(
+    cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
+) -> None:
+    """Issue 15, finding 6: a member whose host has a label over 63 characters used to kill
+    the connect task (an uncaught UnicodeError from the IDNA codec) — every request to its
+    shard then waited the full timeout, with a traceback in the log. Such a name is no
+    member: its shard has no master and says so at once; the other shard never notices."""
+    a, b, _ = two_redis
+    a_node, _ = cluster.two_shards(a, b)
+    proxy, _, client = _following(proxy_factory, zk_hosts, two_shards(a, b), hold_ms=0)
+    k0, k1 = keys_for_shard(0, 1, "label")[0], keys_for_shard(1, 1, "label")[0]
+    client.set(k0, "0")
+    cluster.register(0, f"{'x' * 64}.example:6379")
+    cluster.zk.delete(a_node)
+
+    def errors_fast() -> bool:
+        started = time.monotonic()
+        try:
+            client.get(k0)
+        except Exception as exc:  # redis.ResponseError
+            return "no master" in str(exc) and time.monotonic() - started < 0.5
+        return False
+
+    eventually(errors_fast, 5, "a prompt error for the shard whose member has a bad name")
+    client.set(k1, "1")
+    assert b.client().get(k1) == b"1"
+    cluster.register(0, a.address)  # a usable master again: served
+
+    def served() -> bool:
+        try:
+            return bool(client.get(k0) == b"0")
+        except Exception:  # redis.ResponseError: no master yet
+            return False
+
+    eventually(served, 5, "shard 0 served by its master again")
+    assert "Traceback" not in proxy.log_text()
+    client.close()
+
+
 def test_a_masterless_shard_holds_its_requests_until_zookeeper_names_one(
     cluster: Cluster, zk_hosts: str, two_redis: Any, proxy_factory: Any
 ) -> None:
@@ -490,3 +529,15 @@ def test_register_adopts_the_node_its_own_session_created(zk_hosts: str) -> None
             await topology.stop()
 
     assert asyncio.run(scenario()) == 1  # adopted, not created twice
+
+
+def test_proxy_info_round_trips_and_leaves_out_what_a_newer_proxy_adds() -> None:
+    info = zkschema.ProxyInfo("127.0.0.1:22121", "0.1.0", 42, 1.5, "d", 3, "alpha",
+                              metrics="127.0.0.1:22123")
+    assert zkschema.ProxyInfo.decode(info.encode()) == info
+    newer = json.loads(info.encode()) | {"shiny": True}
+    assert zkschema.ProxyInfo.decode(json.dumps(newer).encode()) == info
+    with pytest.raises(zkschema.SchemaError):
+        zkschema.ProxyInfo.decode(b"[1, 2]")
+    with pytest.raises(zkschema.SchemaError):
+        zkschema.ProxyInfo.decode(b'{"listen": "127.0.0.1:1"}')  # the required ones missing

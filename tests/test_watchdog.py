@@ -7,6 +7,7 @@ healthCheckFailures 3. Deadlines are generous (10 s); speeds are printed, never 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from tests.servers import (
     REPO_ROOT,
     ManagedProcess,
     RedisServer,
+    TcpRelay,
     ZooKeeperServer,
     free_port,
     wait_until,
@@ -203,6 +205,54 @@ def test_registration_order_roles_and_metrics(zk: Any, redis_factory: Any,
     assert "pyproxy_watchdog_master 1.0" in text
     assert "pyproxy_watchdog_registered 1.0" in text
     assert 'pyproxy_watchdog_health_checks_total{result="ok"}' in text
+
+
+def watchdog_status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5) as page:
+        return dict(json.loads(page.read()))
+
+
+def test_status_page_shows_the_members_and_a_promotion(zk: Any, redis_factory: Any,
+                                                      watchdog_factory: Any) -> None:
+    """The watchdog's metrics port serves a status page too: its redis, its node, the shard's
+    members in order, and what it did (the replica's watchdog, across a failover)."""
+    a, b = redis_factory(), redis_factory()
+    port_a, port_b = free_port(), free_port()
+    watchdog_factory(a, extra_args=("--metrics", f"127.0.0.1:{port_a}"))
+    wait_until(lambda: len(members(zk)) == 1, DEADLINE, "a registered")
+    watchdog_factory(b, extra_args=("--metrics", f"127.0.0.1:{port_b}"))
+    wait_until(lambda: replicates(b, a), DEADLINE, "b replicates a")
+    node_a, node_b = members(zk)
+
+    def seen(port: int, master: str) -> bool:
+        listed = watchdog_status(port)["zookeeper"]["members"] or []
+        return bool(listed) and listed[0]["node"] == master
+    wait_until(lambda: seen(port_b, node_a) and len(watchdog_status(port_b)["zookeeper"]
+                                                    ["members"]) == 2, DEADLINE, "b's view")
+    before = watchdog_status(port_b)
+    assert before["redis"] == b.address and before["shard"] == SHARD
+    assert before["health"]["role"] == "slave" and before["health"]["follows"] == a.address
+    assert before["zookeeper"]["connected"] and before["zookeeper"]["node"] == node_b
+    assert [(m["address"], m["master"], m["me"]) for m in before["zookeeper"]["members"]] == [
+        (a.address, True, False), (b.address, False, True)]
+    assert f"made a replica of {a.address}" in [e["text"] for e in before["events"]]
+    assert not before["fenced"] and before["promotions"] == 0
+
+    a.kill()
+    wait_until(lambda: seen(port_b, node_b) and watchdog_status(port_b)["promotions"] == 1,
+               DEADLINE, "b promoted, as its page says")
+    after = watchdog_status(port_b)
+    assert after["health"]["role"] == "master" and after["zookeeper"]["members"] == [
+        {"node": node_b, "address": b.address, "master": True, "me": True}]
+    assert f"promoted to master (previous master {a.address})" in [
+        e["text"] for e in after["events"]]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_b}/", timeout=5) as page:
+        assert page.headers["Content-Type"].startswith("text/html")
+        html = page.read().decode()
+    assert "<table class=\"members\">" in html and node_b in html and node_a not in html
+    assert "promoted to master" in html and "connected, session 0x" in html
+    gone = watchdog_status(port_a)  # a's watchdog still answers, its redis gone
+    assert gone["health"]["ok"] is False and gone["health"]["failures"] >= 1
 
 
 def test_killed_master_replaced_then_rejoins_as_replica(zk: Any, redis_factory: Any,
@@ -395,15 +445,16 @@ def test_quick_restart_of_master_counts_as_failure(zk: Any, redis_factory: Any,
     assert int(members(zk)[1].rsplit("-", 1)[1]) >= 2
 
 
-def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any,
-                             zk: Any) -> tuple[RedisServer, RedisServer, Watchdog]:
+def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any, zk: Any,
+                             session_ms: int = SESSION_MS
+                             ) -> tuple[RedisServer, RedisServer, Watchdog]:
     """Master a without a watchdog, b ``--replicaof a``; b's watchdog finds the shard empty
     with b's link up (what every replica's watchdog finds after a ZooKeeper-wide session
-    loss) and waits for a's node instead of registering."""
+    loss) and waits for a's node instead of registering, for ``session_ms``."""
     a = redis_factory()
     b = redis_factory(extra_args=("--replicaof", a.host, str(a.port)))
     wait_until(lambda: replicates(b, a), DEADLINE, "b replicates a")
-    wb = watchdog_factory(b)
+    wb = watchdog_factory(b, zkSessionTimeout=session_ms)
     wait_until(lambda: "waiting up to" in wb.log_text(), DEADLINE, "b's watchdog waits", wb)
     assert members(zk) == []
     return a, b, wb
@@ -411,8 +462,10 @@ def replica_watchdog_waiting(redis_factory: Any, watchdog_factory: Any,
 
 def test_linked_replica_registers_behind_its_master(zk: Any, redis_factory: Any,
                                                     watchdog_factory: Any) -> None:
-    """The master's watchdog registers within the wait: the replica registers behind it."""
-    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk)
+    """The master's watchdog registers within the wait: the replica registers behind it.
+    (The wait, b's session, is long here: a's watchdog has to start within it, and a Python
+    process took 1.9 s to start on a busy box.)"""
+    a, b, wb = replica_watchdog_waiting(redis_factory, watchdog_factory, zk, session_ms=6000)
     watchdog_factory(a)
     wait_until(lambda: len(members(zk)) == 2, DEADLINE, "both registered")
     assert addresses(zk) == [a.address, b.address]
@@ -467,6 +520,123 @@ def test_zookeeper_restart_pauses_master_then_resumes(zk_factory: Any, redis_fac
     finally:
         client.stop()
         client.close()
+
+
+class MasterWatch:
+    """Polls ROLE of each of ``servers`` in every ``wait`` of a test and records which of them
+    was ever a master."""
+
+    def __init__(self, *servers: RedisServer) -> None:
+        self.servers = servers
+        self.seen: set[str] = set()
+
+    def wait(self, predicate: Callable[[], bool], what: str, *logs: Any) -> None:
+        def polled() -> bool:
+            self.seen.update(r.address for r in self.servers if is_master(r))
+            return predicate()
+
+        wait_until(polled, DEADLINE, what, *logs)
+
+
+@pytest.fixture
+def zk_relay(zk_server: ZooKeeperServer) -> Iterator[TcpRelay]:
+    relay = TcpRelay(zk_server.hosts)
+    yield relay
+    relay.close()
+
+
+REPLICA_SESSION_MS = 6000  # and so how long a replica may hold
+
+
+def replicas_holding(zk: Any, zk_hosts: str, relay: TcpRelay, redis_factory: Any,
+                     watchdog_factory: Any, replicas: int = 1
+                     ) -> tuple[RedisServer, list[RedisServer], Watchdog, list[Watchdog],
+                                MasterWatch]:
+    """Master a and ``replicas`` replicas, their watchdogs; then only a's session expires and
+    the replicas' survive, their watchdogs having just reconnected — what a paused ZooKeeper
+    can do as it resumes, by timing — made deterministic: the replicas' watchdogs reach
+    ZooKeeper through ``relay``, cut while a's watchdog is frozen (SIGSTOP) until a's session
+    (1500 ms) has expired, then mended (their sessions, REPLICA_SESSION_MS, outlive the cut).
+    Returns once the first replica's watchdog (the lowest node's) says it holds; a's
+    watchdog is still frozen. The MasterWatch on the replicas has watched every wait."""
+    a = redis_factory()
+    wa = watchdog_factory(a)
+    wait_until(lambda: len(members(zk)) == 1, DEADLINE, "a registered")
+    hosts = relay.address + zk_hosts[zk_hosts.index("/"):]  # the same chroot
+    servers: list[RedisServer] = []
+    dogs: list[Watchdog] = []
+    for registered in range(2, 2 + replicas):
+        servers.append(redis_factory())
+        dogs.append(watchdog_factory(servers[-1], hosts=hosts,
+                                     zkSessionTimeout=REPLICA_SESSION_MS))
+        wait_until(lambda n=registered: len(members(zk)) == n, DEADLINE, "a replica registered")
+    wait_until(lambda: all(replicates(r, a) for r in servers) and try_set(a, "k") == b"OK",
+               DEADLINE, "ready")
+    survivors = members(zk)[1:]
+    watch = MasterWatch(*servers)
+    wa.pause()
+    relay.cut()
+    watch.wait(lambda: all("connection lost" in w.log_text() for w in dogs),
+               "the replicas' watchdogs cut off")
+    watch.wait(lambda: members(zk) == survivors, "a's session expired, the replicas' survived")
+    relay.mend()
+    watch.wait(lambda: all(w.log_text().count("ZooKeeper connected") == 2 for w in dogs),
+               "the replicas' watchdogs reconnected")
+    watch.wait(lambda: "holding" in dogs[0].log_text(), "the lowest replica's watchdog holds")
+    return a, servers, wa, dogs, watch
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_replicas_holding_after_a_reconnection_step_back(
+        zk: Any, zk_hosts: str, zk_relay: TcpRelay, redis_factory: Any,
+        watchdog_factory: Any, replicas: int) -> None:
+    """Only the master's session expired and its replicas' survived: a replica's node is the
+    lowest, just after its watchdog reconnected. None may take over, and the master must not
+    follow one: the lowest holds, another keeps replicating the master (not the lowest); once
+    the master's watchdog has registered again (behind them, without following the lowest)
+    they step back in turn, so the master stays master."""
+    a, servers, wa, dogs, watch = replicas_holding(zk, zk_hosts, zk_relay, redis_factory,
+                                                   watchdog_factory, replicas)
+    resumed = len(wa.log_text())
+    t_resume = time.monotonic()
+    wa.resume()
+    watch.wait(lambda: addresses(zk)[0] == a.address and len(addresses(zk)) == 1 + replicas,
+               "the replicas stepped back behind a", wa)
+    watch.wait(lambda: try_set(a, "k2") == b"OK", "a writable again", wa)
+    print(f"\nwith {replicas} replica(s) holding, the master was writable again "
+          f"{(time.monotonic() - t_resume) * 1000:.0f} ms after its watchdog resumed")
+    t0 = time.monotonic()
+    watch.wait(lambda: time.monotonic() - t0 > 1.0, "a late promotion (none expected)")
+    assert watch.seen == set()
+    assert is_master(a) and all(replicates(r, a) for r in servers)
+    after = wa.log_text()[resumed:]
+    assert "not following it" in after and "now a replica" not in after
+    assert "stepping back" in dogs[0].log_text()
+    for w in dogs:  # no replica was promoted, or followed anything but a
+        log = w.log_text()
+        assert "promoted" not in log
+        assert log.count("now a replica of") == log.count(f"now a replica of {a.address} ")
+
+
+def test_replica_holding_the_only_node_takes_over_when_the_master_does_not_come_back(
+        zk: Any, zk_hosts: str, zk_relay: TcpRelay, redis_factory: Any,
+        watchdog_factory: Any) -> None:
+    """As above, but the master's watchdog never comes back (killed while frozen): the
+    replica holds for at most its session timeout, then takes over by the handover
+    sequence — fence, catch up, promote, demote — keeping the master's writes."""
+    a, (b,), wa, (wb,), _ = replicas_holding(zk, zk_hosts, zk_relay, redis_factory,
+                                             watchdog_factory)
+    held = time.monotonic()
+    wa.kill()
+    a.client().mset({f"w{i}": i for i in range(100)})  # a was never fenced: frozen
+    wait_until(lambda: is_master(b), DEADLINE, "b promoted after holding", wb)
+    print(f"\nthe replica promoted {(time.monotonic() - held) * 1000:.0f} ms after it began "
+          f"to hold (its session timeout: {REPLICA_SESSION_MS} ms)")
+    wait_until(lambda: replicates(a, b, synced=False), DEADLINE, "a demoted by b", wb)
+    assert "previous master" in wb.log_text() and "fenced" in wb.log_text()
+    assert b.client().mget([f"w{i}" for i in range(100)]) == [str(i).encode()
+                                                              for i in range(100)]
+    assert readonly(try_set(a, "late"))
 
 
 def test_registrar_tells_orphans_from_ghosts(zk: Any, zk_hosts: str) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pyproxy.cluster.zkschema import order_members
 from pyproxy.watchdog import cli
 from pyproxy.watchdog import conf as confmod
 from pyproxy.watchdog.decide import (
+    BEHIND_REPLICA,
     NO_ZOOKEEPER,
     Adopt,
     AwaitMaster,
@@ -24,6 +26,7 @@ from pyproxy.watchdog.decide import (
     Fence,
     Follow,
     Forget,
+    Hold,
     Listing,
     Promote,
     Register,
@@ -31,6 +34,7 @@ from pyproxy.watchdog.decide import (
     Unfence,
     Unregister,
     decide,
+    probe_target,
 )
 from pyproxy.watchdog.probe import (
     Conn,
@@ -73,8 +77,16 @@ def state(**kw: object) -> State:
 MINE0 = f"{ME}-0000000000"
 MINE3 = f"{ME}-0000000003"
 B1 = f"{B}-0000000001"
+B4 = f"{B}-0000000004"
 DOWN = "the redis is down or hung"
 C2 = f"{C}-0000000002"
+C4 = f"{C}-0000000004"
+HOLD_PROMOTION = (f"our node is the lowest and our redis replicates {B} (link up): not "
+                  f"promoting it, for {B}'s node to come back")
+KEEP_MASTER = f"our redis replicates {B} (link up): not following the lowest node, {C}'s, for now"
+MINE5 = f"{ME}-0000000005"
+HOLD_DEMOTION = (f"the lowest node is {B}'s, a replica of our redis (link up): not following "
+                 "it, for it to step back behind our node")
 
 
 # --------------------------------------------------------------------------- decide
@@ -187,6 +199,71 @@ CASES = [
      [Confirm(), Promote(B)]),
     ("down-linked-replica-does-not-wait",
      state(health=None, last_role="slave", failures=3), []),
+    # just after ZooKeeper came back, a master's session expired and its replica's survived:
+    # the replica holds the only node, steps back once the master's node is back
+    ("resumed-lowest-linked-replica-holds",
+     state(health=replica_of(B, linked=True), listing=listing(MINE3), node=MINE3,
+           node_run_id=RUN, resumed=True), [Hold(HOLD_PROMOTION)]),
+    ("resumed-lowest-linked-fenced-replica-unfenced-while-it-holds",
+     state(health=replica_of(B, linked=True), listing=listing(MINE3), node=MINE3,
+           node_run_id=RUN, resumed=True, fenced=True), [Unfence(), Hold(HOLD_PROMOTION)]),
+    ("resumed-lowest-linked-replica-steps-back-behind-its-master",
+     state(health=replica_of(B, linked=True), listing=listing(MINE3, B4), node=MINE3,
+           node_run_id=RUN, resumed=True),
+     [Unregister(f"stepping back: {B}'s node is back and our redis replicates it"),
+      Register()]),
+    ("resumed-lowest-linked-replica-ignores-other-nodes",
+     state(health=replica_of(B, linked=True), listing=listing(MINE3, C4), node=MINE3,
+           node_run_id=RUN, resumed=True), [Hold(HOLD_PROMOTION)]),
+    ("resumed-lowest-unlinked-replica-promotes",
+     state(health=replica_of(B), listing=listing(MINE3), node=MINE3, node_run_id=RUN,
+           resumed=True), [Confirm(), Promote(B)]),
+    # ... and with a second replica: it keeps its master, behind the replica that holds
+    ("resumed-linked-replica-keeps-its-master-behind-a-lowest-replica",
+     state(health=replica_of(B, linked=True), listing=listing(C2, MINE3), node=MINE3,
+           node_run_id=RUN, resumed=True), [Hold(KEEP_MASTER)]),
+    ("resumed-linked-fenced-replica-keeps-its-master-unfenced",
+     state(health=replica_of(B, linked=True), listing=listing(C2, MINE3), node=MINE3,
+           node_run_id=RUN, resumed=True, fenced=True), [Unfence(), Hold(KEEP_MASTER)]),
+    ("resumed-linked-replica-joins-behind-a-lowest-replica-keeping-its-master",
+     state(health=replica_of(B, linked=True), listing=listing(C2), resumed=True),
+     [Hold(KEEP_MASTER), Register()]),
+    ("resumed-linked-replica-keeps-its-master-behind-a-lowest-replica-still-stepping-back",
+     state(health=replica_of(B, linked=True), listing=listing(C2, B4, MINE5), node=MINE5,
+           node_run_id=RUN, resumed=True), [Hold(KEEP_MASTER)]),
+    ("resumed-linked-replica-of-the-lowest-steady",
+     state(health=replica_of(B, linked=True), listing=listing(B1, MINE3), node=MINE3,
+           node_run_id=RUN, resumed=True), []),
+    ("resumed-unlinked-replica-follows-the-lowest",
+     state(health=replica_of(B), listing=listing(C2, MINE3), node=MINE3, node_run_id=RUN,
+           resumed=True), [Follow(C)]),
+    ("linked-replica-follows-the-lowest-once-resumed-is-over",
+     state(health=replica_of(B, linked=True), listing=listing(C2, MINE3), node=MINE3,
+           node_run_id=RUN), [Follow(C)]),
+    ("resumed-lowest-master-steady",
+     state(listing=listing(MINE0, B1), node=MINE0, node_run_id=RUN, resumed=True), []),
+    ("resumed-master-registers-behind-its-replica-without-following",
+     state(listing=listing(B1), resumed=True, lowest_follows_us=True),
+     [Fence(BEHIND_REPLICA), Hold(HOLD_DEMOTION), Register()]),
+    ("resumed-fenced-master-registers-behind-its-replica",
+     state(listing=listing(B1), resumed=True, lowest_follows_us=True, fenced=True,
+           fence_due=False), [Hold(HOLD_DEMOTION), Register()]),
+    ("resumed-master-behind-its-replica-and-a-ghost-waits-fenced",
+     state(listing=listing(B1, MINE3, ghosts=(MINE3,)), resumed=True, lowest_follows_us=True),
+     [Fence(BEHIND_REPLICA), Hold(HOLD_DEMOTION)]),
+    ("resumed-master-registered-behind-its-replica-holds",
+     state(listing=listing(B1, MINE3), node=MINE3, node_run_id=RUN, resumed=True,
+           lowest_follows_us=True, fenced=True, fence_due=False), [Hold(HOLD_DEMOTION)]),
+    ("resumed-master-behind-its-replica-renews-the-lease",
+     state(listing=listing(B1, MINE3), node=MINE3, node_run_id=RUN, resumed=True,
+           lowest_follows_us=True, fenced=True, fence_due=True),
+     [Fence(BEHIND_REPLICA), Hold(HOLD_DEMOTION)]),
+    ("resumed-master-follows-a-lowest-that-does-not-replicate-it",
+     state(listing=listing(B1), resumed=True, fenced=True),
+     [Follow(B), Unfence(), Register()]),
+    ("master-behind-its-replica-follows-once-resumed-is-over",
+     state(listing=listing(B1, MINE3), node=MINE3, node_run_id=RUN, lowest_follows_us=True,
+           fenced=True), [Follow(B), Unfence()]),
     # stopping
     ("stop-master-with-replicas-fences",
      state(stopping=True, listing=listing(MINE0, B1), node=MINE0, node_run_id=RUN),
@@ -217,6 +294,50 @@ def test_decide_never_makes_writable_without_confirm() -> None:
                 and not any(isinstance(x, Follow) for x in actions[:i]))
             if writable:
                 assert Confirm() in actions[:i], (st, actions)
+
+
+PROBES = [
+    ("resumed-master-asks-the-lowest", state(listing=listing(B1, MINE3), resumed=True), B),
+    ("resumed-master-without-node-asks-the-lowest", state(listing=listing(B1), resumed=True),
+     B),
+    ("not-resumed-asks-nobody", state(listing=listing(B1, MINE3)), None),
+    ("resumed-replica-asks-nobody", state(health=replica_of(B, linked=True),
+                                          listing=listing(B1), resumed=True), None),
+    ("resumed-lowest-master-asks-nobody", state(listing=listing(MINE0, B1), resumed=True),
+     None),
+    ("resumed-master-with-an-empty-shard-asks-nobody", state(resumed=True), None),
+    ("resumed-isolated-master-asks-nobody", state(listing=None, resumed=True), None),
+    ("resumed-down-master-asks-nobody", state(health=None, failures=1, listing=listing(B1),
+                                              resumed=True), None),
+    ("resumed-stopping-master-asks-nobody",
+     state(listing=listing(B1, MINE3), node=MINE3, stopping=True, resumed=True), None),
+    ("an-orphan-below-is-not-the-lowest",
+     state(listing=listing(MINE0, B1, MINE3, orphans=(MINE0,)), node=MINE3, node_run_id=RUN,
+           resumed=True), B),
+]
+
+
+@pytest.mark.parametrize("st, expected", [c[1:] for c in PROBES], ids=[c[0] for c in PROBES])
+def test_probe_target(st: State, expected: str | None) -> None:
+    """The daemon asks the lowest member's redis whether it replicates ours when decide()
+    may act on the answer, and only then."""
+    assert probe_target(st) == expected
+    answer_matters = decide(replace(st, lowest_follows_us=True)) != decide(st)
+    assert answer_matters == (expected is not None)
+
+
+def test_decide_a_master_that_holds_stays_fenced() -> None:
+    """A master that does not follow the lowest node (Hold) is fenced at the end of the turn."""
+    held = 0
+    for _, st, _ in CASES:
+        actions = decide(st)
+        if st.health is None or st.health.role != "master" or not any(
+                isinstance(a, Hold) for a in actions):
+            continue
+        assert not any(isinstance(a, Follow | Unfence) for a in actions), (st, actions)
+        assert st.fenced or Fence(BEHIND_REPLICA) in actions, (st, actions)
+        held += 1
+    assert held == 5
 
 
 # --------------------------------------------------------------------------- conf

@@ -40,6 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from kazoo.client import KazooState
@@ -133,11 +134,13 @@ class Topology:
         apply: Callable[[RoutingTable], None],
         drained: Callable[[RoutingTable], Awaitable[bool]],
         own_path: str | None = None,
+        metrics: str = "",
     ):
         assert config.zookeeper_host and config.zookeeper_path and config.zookeeper_redis_path
         self.config = config
         self.cluster = config.zookeeper_redis_path
         self.own_path = own_path or config.zookeeper_path
+        self.metrics = metrics  # our metrics address, told in our node (pyproxy-admin hotkeys)
         self.digest = config_digest
         self.current = current
         self.apply = apply
@@ -159,6 +162,16 @@ class Topology:
         self._event_at = 0.0
         self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def registered(self) -> bool:
+        """True while our node exists as far as we can know: created in the session we are
+        connected with now (not while the connection is suspended, nor once it is lost)."""
+        return (self.stats.session_state == KazooState.CONNECTED and self._session is not None
+                and self._registered == self._session)
+
+    def snapshot(self) -> TopologySnapshot:
+        return replace(self.stats.snapshot(), registered=self.registered)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -239,6 +252,7 @@ class Topology:
             started=_STARTED, config_digest=self.digest,
             topology_version=self.current().version, pool=self.config.name,
             layout=layout_of(acknowledged) if acknowledged is not None else "",
+            metrics=self.metrics,
         ).encode()
 
     async def _register(self) -> None:

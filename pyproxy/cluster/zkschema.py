@@ -162,13 +162,17 @@ class ProxyInfo:
     topology_version: int
     pool: str
     layout: str = ""  # layout_digest of the table it routes by ("" until ZooKeeper's)
+    metrics: str = ""  # host:port of its --metrics (status page, /status.json); "" if none
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> ProxyInfo:
+        """Keys this version does not know (a newer proxy's) are left out."""
         try:
-            return cls(**json.loads(data))
+            fields = json.loads(data)
+            return cls(**{name: fields[name] for name in cls.__dataclass_fields__
+                          if name in fields})
         except (ValueError, TypeError) as exc:
             raise SchemaError(f"proxy node data is not ProxyInfo JSON: {exc}") from None

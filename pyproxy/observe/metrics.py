@@ -2,7 +2,8 @@
 
 The hot path never touches prometheus_client: it bumps plain ints (see ``stats``), and
 ``ProxyCollector.collect`` turns them into metric families when Prometheus scrapes. The
-HTTP server is prometheus_client's own, in its thread, which never touches a live object:
+HTTP server (``web.serve``, which also serves the status page) runs in its own thread,
+which never touches a live object:
 each scrape asks the event loop for a ``ProxySnapshot`` (built there, from copies) and waits
 for it, so nothing the loop changes can change under the collector's iteration.
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from .. import __version__
+from ..web import Page, serve
 from .snapshot import ProxySnapshot
 from .stats import COMMAND_NAMES, Histogram
 
@@ -59,6 +61,15 @@ BACKEND_SERIES = {
     "timeouts": ("counter", "Requests that hit the pool timeout", "server_timedout"),
     "errors": ("counter", "Backend connection failures (refused, reset)", "server_err"),
     "reconnects": ("counter", "Backend connections (re)established", "reconnects"),
+}
+# series (MigrationSnapshot attribute) -> help, for the slots of a migration
+MIGRATION_SERIES = {
+    "moves": "MIGRATEs sent to move a request's keys to the migration's target first",
+    "busy": "BUSYKEY answers to those: the target's copy kept, the source's deleted",
+    "move_errors": "Requests answered -TRYAGAIN because their keys could not be moved",
+    "paused": "Requests that waited for a migration being prepared to start moving",
+    "pause_expired": "Requests that waited for a migration being prepared until the hold ran "
+                     "out (they got -TRYAGAIN)",
 }
 
 
@@ -104,6 +115,7 @@ class ProxyCollector:
         yield from self._backends(view)
         yield from self._topology(view)
         yield from self._hold(view)
+        yield from self._migration(view)
 
     def _pools(self, view: ProxySnapshot) -> Iterator[Metric]:
         pools = view.pools
@@ -181,6 +193,9 @@ class ProxyCollector:
                                       labels=["pool"])
         rejected = CounterMetricFamily("pyproxy_topology_rejected",
                                        "ZooKeeper topologies rejected as invalid", labels=["pool"])
+        registered = GaugeMetricFamily("pyproxy_zookeeper_registered",
+                                       "1 while the proxy's node exists in ZooKeeper (created "
+                                       "in the session connected now)", labels=["pool"])
         masters = CounterMetricFamily("pyproxy_master_changes", "Master changes followed",
                                       labels=["pool", "shard"])
         apply = GaugeMetricFamily("pyproxy_topology_apply_seconds",
@@ -192,12 +207,13 @@ class ProxyCollector:
                 continue
             for state in ("CONNECTING", "CONNECTED", "SUSPENDED", "LOST"):
                 session.add_metric([name, state], 1 if stats.session_state == state else 0)
+            registered.add_metric([name], 1 if stats.registered else 0)
             changes.add_metric([name], stats.changes)
             rejected.add_metric([name], stats.rejected)
             for shard, count in stats.master_changes.items():
                 masters.add_metric([name, shard], count)
             apply.add_metric([name], stats.last_apply_seconds)
-        yield from (session, changes, rejected, masters, apply)
+        yield from (session, registered, changes, rejected, masters, apply)
 
 
     def _hold(self, view: ProxySnapshot) -> Iterator[Metric]:
@@ -232,14 +248,26 @@ class ProxyCollector:
                 outage.add_metric([pool.name, shard], seconds)
         yield from (held, *counters.values(), hold_time, outage)
 
+    def _migration(self, view: ProxySnapshot) -> Iterator[Metric]:
+        counters = {
+            attr: CounterMetricFamily(f"pyproxy_migration_{attr}", text, labels=["pool"])
+            for attr, text in MIGRATION_SERIES.items()
+        }
+        for pool in view.pools:
+            if pool.migration is None:
+                continue
+            for attr, family in counters.items():
+                family.add_metric([pool.name], getattr(pool.migration, attr))
+        yield from counters.values()
+
 
 def serve_metrics(snapshot: Callable[[], ProxySnapshot], loop: asyncio.AbstractEventLoop,
-                  host: str, port: int) -> None:
-    """Serve ``/metrics`` on host:port from prometheus_client's HTTP thread; ``snapshot`` is
-    run on ``loop`` for every scrape.
+                  host: str, port: int, pages: Mapping[str, Page]) -> None:
+    """Serve ``/metrics`` and ``pages`` (the status page) on host:port from the HTTP server's
+    thread (``web.serve``); ``snapshot`` is run on ``loop`` for every scrape.
 
     Raises OSError (e.g. address in use) for the caller to report as a startup error.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(on_loop(snapshot, loop)))  # type: ignore[arg-type]
-    start_http_server(port, addr=host, registry=registry)
+    serve(host, port, registry, pages)

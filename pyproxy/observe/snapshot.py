@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..routing.table import RoutingTable
+from .history import TableEvent
+from .hotkeys import HotKey
+from .slowlog import SlowEntry
 from .stats import Histogram, PoolStats, ServerStats
 
 
@@ -35,6 +38,7 @@ class TopologySnapshot:
     master_changes: dict[str, int]  # a private copy, by shard name
     last_apply_seconds: float
     registrations: int
+    registered: bool = False  # our node exists in the session we are connected with
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,30 @@ class HoldSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrationSnapshot:
+    """What serving migrating slots did in a pool (``proxy/migration.py``), since start."""
+
+    moves: int  # MIGRATEs sent for requests
+    busy: int  # BUSYKEY answers: the source's stale copies deleted
+    move_errors: int  # requests answered -TRYAGAIN because their keys did not move
+    paused: int  # requests that waited for a migration being prepared
+    pause_expired: int  # ... until PREPARE_HOLD ran out (they got -TRYAGAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivitySnapshot:
+    """Where a pool's requests go and what was slow (``hotkeys``, ``slowlog``, ``history``)."""
+
+    slot_requests: tuple[int, ...]  # keys located per slot since start (modula pools)
+    hot_keys: tuple[HotKey, ...]  # the hottest first
+    hot_samples: int  # the samples they are a share of
+    sample_every: int  # keys located per sample, on average
+    slowlog: tuple[SlowEntry, ...]  # newest first
+    events: tuple[TableEvent, ...]  # recent topology events, newest first
+    hash_tag: bytes | None  # the pool's, to place the hot keys
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     name: str
     listen: str
@@ -59,6 +87,8 @@ class PoolSnapshot:
     backends: dict[str, BackendSnapshot]  # by address: the masters routed to now
     topology: TopologySnapshot | None = None  # ZooKeeper pools only
     hold: HoldSnapshot | None = None  # pools with failover_hold only
+    migration: MigrationSnapshot | None = None  # ZooKeeper pools only (they can migrate)
+    activity: ActivitySnapshot | None = None  # set by the proxy (not by the pool alone)
 
     def backend_of(self, shard_index: int) -> BackendSnapshot | None:
         master = self.table.shards[shard_index].master

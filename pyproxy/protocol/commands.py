@@ -26,7 +26,8 @@ Every command the proxy knows has one ``Command`` entry. Its ``kind`` says how i
 * ``SUBSCRIBE``  (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE, multiplexed by the proxy's pub/sub hub;
                ``PUBLISH`` and ``SPUBLISH`` (the channel routed like a key);
                ``PUBSUB`` introspection combined over every shard.
-* ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, CLIENT, ...).
+* ``LOCAL``    answered by the proxy itself (PING, ECHO, SELECT 0, HELLO, CLIENT, SLOWLOG,
+               ...).
 * ``REFUSED``  cannot be served correctly through a sharding proxy; ``reason`` says why.
 
 ``readonly`` is Redis's own flag (COMMAND INFO): such a command changes nothing, so running it
@@ -238,7 +239,7 @@ _OWN = {
 
 _LOCAL = {
     "ping": -1, "echo": 2, "quit": -1, "select": 2, "auth": -2, "client": -2, "hello": -1,
-    "command": -1, "config": -2,
+    "command": -1, "config": -2, "slowlog": -2,
 }
 
 _ADMIN = "it administers one redis-server; connect to that server directly"
@@ -247,7 +248,7 @@ _REFUSED = {
     "it moves a key to another server behind the proxy's back": "migrate restore-asking",
     _ADMIN: (
         "shutdown debug save bgsave bgrewriteaof slaveof replicaof failover sync "
-        "psync replconf monitor module acl latency slowlog cluster readonly readwrite asking "
+        "psync replconf monitor module acl latency cluster readonly readwrite asking "
         "role lolwut pfdebug pfselftest"
     ),
     "connection state is the proxy's own": "reset",

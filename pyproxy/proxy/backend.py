@@ -44,7 +44,8 @@ Pairing invariants (the heart of the proxy; read before changing anything here):
   requests travel on it; it comes back to the idle list only in a known state (its reset
   commands, such as UNWATCH, queued first — the FIFO runs them before the next holder's
   requests), and is closed instead when it is busy with something that cannot be taken back
-  (a pop still waiting: closing it means no element is popped for nobody).
+  (a pop still waiting: closing it means no element is popped for nobody). A lease is also
+  refused when the process has no descriptor left for it (``descriptors``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from ..config import PoolConfig
 from ..observe.snapshot import BackendSnapshot
 from ..observe.stats import PoolStats, ServerStats, copy_counters
 from ..protocol import resp
+from .descriptors import Descriptors
 from .errors import Failure
 from .replies import Swallow, Waiter
 
@@ -80,9 +82,10 @@ class Backend:
     """
 
     __slots__ = ("address", "host", "port", "settings", "connections", "connections3",
-                 "retired", "stats", "pool_stats", "idle_pins", "pinned")
+                 "retired", "stats", "pool_stats", "idle_pins", "pinned", "descriptors")
 
-    def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats):
+    def __init__(self, address: str, settings: PoolConfig, pool_stats: PoolStats,
+                 descriptors: Descriptors | None = None):
         self.address = address
         self.host, self.port = addresses.parse(address)
         self.settings = settings
@@ -93,6 +96,7 @@ class Backend:
         self.retired = False
         self.idle_pins: dict[bool, list[Connection]] = {False: [], True: []}  # by resp3
         self.pinned = 0  # pinned connections open: leased or idle
+        self.descriptors = descriptors or Descriptors(None)  # the process's, counts pins too
 
     def send(self, payload: bytes, waiter: Waiter, affinity: int = 0, resp3: bool = False) -> None:
         """Queue a request; ``affinity`` (the client's id) picks the connection."""
@@ -141,6 +145,8 @@ class Backend:
             connection.close_when_idle()
         for idle in self.idle_pins.values():
             for connection in idle:
+                if not connection.closing:
+                    self._count_pinned(-1)
                 connection.close_when_idle()
             idle.clear()
 
@@ -150,13 +156,13 @@ class Backend:
         idle = self.idle_pins[resp3]
         while idle:
             connection = idle.pop()
-            if not connection.closing:
+            if not connection.closing:  # (a closed one was counted out by close_pinned)
                 connection.set_timeout(timeout)
                 return connection
-            self.pinned -= 1
-        if self.retired or self.pinned >= self.settings.pinned_connections:
+        if (self.retired or self.pinned >= self.settings.pinned_connections
+                or not self.descriptors.admits_pinned()):
             return None
-        self.pinned += 1
+        self._count_pinned(+1)
         connection = Connection(self, resp3=resp3, pinned=True)
         connection.set_timeout(timeout)
         return connection
@@ -175,8 +181,12 @@ class Backend:
     def close_pinned(self, connection: Connection) -> None:
         """Close a pinned connection now: whatever waits on it gets an error."""
         if not connection.closing:
-            self.pinned -= 1
+            self._count_pinned(-1)
         connection.abandon()
+
+    def _count_pinned(self, change: int) -> None:
+        self.pinned += change
+        self.descriptors.pinned += change
 
     def snapshot(self) -> BackendSnapshot:
         connections = self.all_connections()

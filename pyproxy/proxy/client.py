@@ -193,6 +193,8 @@ class Client(asyncio.Protocol):
         if queue and queue[0].raw is not None:
             stats = self.pool.stats
             errors, observe, now = stats.command_errors, stats.latency.observe, self.clock()
+            slowlog = self.pool.slowlog
+            slow = slowlog.threshold
             parts = []
             while queue and queue[0].raw is not None:
                 reply = queue.popleft()
@@ -200,7 +202,11 @@ class Client(asyncio.Protocol):
                 assert raw is not None
                 if raw[0] == 45 or raw[0] == 33:  # '-' or RESP3's '!': an error
                     errors[reply.command] += 1
-                observe(now - reply.started)
+                waited = now - reply.started
+                observe(waited)
+                if waited >= slow:  # the slowlog's one comparison on the hot path
+                    slowlog.record(reply.command, reply.args, waited, self.session.peer,
+                                   self.session.name)
                 parts.append(raw)
             out = parts[0] if len(parts) == 1 else b"".join(parts)
             stats.response_bytes += len(out)
@@ -218,7 +224,7 @@ class Client(asyncio.Protocol):
         self.pool.stats.protocol_errors += 1
         self.pool.stats.client_err += 1
         log.info("client %s: protocol error: %s", self.session.peer, error)
-        self.queue.append(Reply(self, self.session.last_active, error.reply()))
+        self.queue.append(Reply(self, self.session.last_active, [], error.reply()))
         self.session.closing = True
 
 

@@ -133,7 +133,7 @@ class Executor:
     def run(self, client: Requester, args: list[bytes]) -> None:
         command = lookup(args[0])
         session = client.session
-        reply = Reply(client, session.last_active)
+        reply = Reply(client, session.last_active, args)
         client.queue.append(reply)
         stats = self.stats
         if command is None:

@@ -18,7 +18,9 @@ The proxy asks every master for ``INFO server clients memory persistence stats k
 * Replication: ``role:master``, ``connected_slaves:0`` (the proxy is what clients write to).
 * Keyspace: ``db0:keys=…,expires=…,avg_ttl=…`` summed (avg_ttl weighted by keys).
 * Proxy: pyproxy's pools, shard masters and topology (``pool_<name>``, ``pool_<name>_masters``),
-  and how many shards answered.
+  what holding requests through failovers did (``pool_<name>_failover``, ``_outage_ms``, pools
+  with ``failover_hold``), what serving migrating slots did (``pool_<name>_migration``,
+  ZooKeeper pools: ``proxy/migration.py``'s counters), and how many shards answered.
 
 ``INFO`` is the default sections, ``INFO all``/``everything`` all of them, several names may
 be given; unknown names add nothing, as in Redis. A shard that fails to answer leaves its
@@ -223,6 +225,11 @@ class Info(Strategy):
                     lines.append(f"pool_{pool.name}_outage_ms:" + ",".join(
                         f"{shard}={int(seconds * 1000)}"
                         for shard, seconds in sorted(hold.outages.items())))
+            moved = pool.migration
+            if moved is not None:
+                lines.append(f"pool_{pool.name}_migration:moves={moved.moves},busy={moved.busy},"
+                             f"move_errors={moved.move_errors},paused={moved.paused},"
+                             f"pause_expired={moved.pause_expired}")
         return lines
 
 

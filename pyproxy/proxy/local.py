@@ -1,5 +1,5 @@
 """Commands the proxy answers itself: PING, ECHO, QUIT, SELECT, AUTH, CLIENT, HELLO,
-COMMAND, CONFIG.
+COMMAND, CONFIG, SLOWLOG.
 
 Replies mimic Redis byte for byte where a client may depend on them (error codes such as
 ``NOAUTH``, ``WRONGPASS`` and ``NOPROTO``; HELLO's field names), so redis-cli, redis-py and
@@ -9,7 +9,8 @@ requests travel on RESP3 backend connections (see ``backend``).
 ``CONFIG GET`` describes the proxy, never a shard: it persists nothing (``save`` is empty,
 ``appendonly`` is ``no``), and every other parameter is absent from the answer.
 ``CLIENT LIST``/``INFO``/``KILL`` are about the proxy's own client connections (of this
-pool), in Redis's format.
+pool), in Redis's format. ``SLOWLOG GET/LEN/RESET/HELP`` read the pool's own slowlog
+(``observe.slowlog``): Redis's entries and errors, each entry with the shard as a 7th element.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hmac
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..observe.slowlog import SlowEntry
 from ..observe.snapshot import ClientSnapshot
 from ..protocol import resp
 from ..protocol.commands import COMMANDS, LOCAL, REFUSED
@@ -312,9 +314,63 @@ def _setinfo(session: Session, attribute: bytes, value: bytes) -> bytes:
     return resp.OK
 
 
+_SLOWLOG_HELP = resp.array([b"+%b\r\n" % line.encode() for line in (
+    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET [<count>]",
+    "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+    "    Entries are made of:",
+    "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+    "    client name, and (pyproxy) the shard that served it",
+    "LEN",
+    "    Return the length of the slowlog.",
+    "RESET",
+    "    Reset the slowlog.",
+    "HELP",
+    "    Prints this help.",
+)])
+
+
+def _slowlog(session: Session, context: Context, args: list[bytes]) -> bytes:
+    log = context.pool.slowlog
+    sub = args[1].lower()
+    shown = args[1].decode(errors="replace")
+    if sub == b"get" and len(args) <= 3:
+        count = 10
+        if len(args) == 3:
+            try:
+                count = int(args[2])
+            except ValueError:
+                count = -2
+            if count < -1:
+                return resp.error("ERR count should be greater than or equal to -1")
+        return resp.array([_slow_entry(entry) for entry in log.latest(count)])
+    if sub == b"len" and len(args) == 2:
+        return resp.integer(len(log))
+    if sub == b"reset" and len(args) == 2:
+        log.reset()
+        return resp.OK
+    if sub == b"help" and len(args) == 2:
+        return _SLOWLOG_HELP
+    if sub in (b"len", b"reset", b"help"):
+        return resp.error(f"ERR wrong number of arguments for 'slowlog|{sub.decode()}' command")
+    if sub == b"get":
+        return resp.error(f"ERR unknown subcommand or wrong number of arguments for '{shown}'. "
+                          "Try SLOWLOG HELP.")
+    return resp.error(f"ERR unknown subcommand '{shown}'. Try SLOWLOG HELP.")
+
+
+def _slow_entry(entry: SlowEntry) -> bytes:
+    return resp.array([
+        resp.integer(entry.id), resp.integer(entry.time), resp.integer(entry.duration_us),
+        resp.array([resp.bulk(arg) for arg in entry.args]), resp.bulk(entry.addr.encode()),
+        resp.bulk(entry.name), resp.bulk(entry.shard.encode()),
+    ])
+
+
 _HANDLERS = {
     "ping": _ping, "echo": _echo, "quit": _quit, "select": _select, "auth": _auth,
     "client": _client, "hello": _hello, "command": _command, "config": _config,
+    "slowlog": _slowlog,
 }
 
 assert set(_HANDLERS) == {n for n, c in COMMANDS.items() if c.kind == LOCAL}, "LOCAL table drift"

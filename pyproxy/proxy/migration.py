@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import hiredis
 
+from ..observe.snapshot import MigrationSnapshot
 from ..protocol import commands
 from ..protocol.resp import encode_command
 from ..routing.hashing import make_slotter
@@ -77,6 +78,10 @@ class MigrationStats:
         self.move_errors = 0  # requests answered -TRYAGAIN because their keys did not move
         self.paused = 0  # requests that waited for a prepared migration
         self.pause_expired = 0  # ... past PREPARE_HOLD
+
+    def snapshot(self) -> MigrationSnapshot:
+        return MigrationSnapshot(moves=self.moves, busy=self.busy, move_errors=self.move_errors,
+                                 paused=self.paused, pause_expired=self.pause_expired)
 
 
 def keys_in(frames: Iterable[bytes], wanted: Callable[[bytes], bool]) -> list[bytes]:

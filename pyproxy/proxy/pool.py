@@ -11,7 +11,9 @@ answered. A shard that loses its master keeps its slots (they answer with an err
 keys never move to another shard.
 
 The pool also keeps what is per pool and not routing: its counters and its open clients
-(the count of clients is derived from that set, never kept by hand).
+(the count of clients is derived from that set, never kept by hand), its SLOWLOG and the
+per-slot and hot-key counts its routes' ``locate`` feeds (``observe.hotkeys``). Its backends
+count their pinned connections in the process's ``Descriptors``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from collections.abc import Callable, Sized
 from typing import Protocol
 
 from ..config import PoolConfig
+from ..observe.hotkeys import KeyLoad
+from ..observe.slowlog import SlowLog
 from ..observe.snapshot import ClientSnapshot, HoldSnapshot, PoolSnapshot
 from ..observe.stats import PoolStats, copy_counters
 from ..protocol.resp import encode_command
 from ..routing.routes import Routes
 from ..routing.table import PREPARE, Migration, RoutingTable
 from .backend import Backend
+from .descriptors import Descriptors
 from .flow import MemoryBudget
 from .hold import Gate, HoldStats
 from .migration import MigrationStats, Moving, Pause, Preparing, migrate_prefix, slot_filter
@@ -56,8 +61,10 @@ class Member(Protocol):
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, table: RoutingTable):
+    def __init__(self, config: PoolConfig, table: RoutingTable,
+                 descriptors: Descriptors | None = None):
         self.config = config
+        self.descriptors = descriptors or Descriptors(None)
         self.name = config.name
         self.backends: dict[str, Backend] = {}
         self.stats = PoolStats()
@@ -69,6 +76,10 @@ class Pool:
         self.migrations = MigrationStats()
         self.pauses: dict[str, Pause] = {}  # by migration id, while one is being prepared
         self.by_name: dict[str, ShardRoute] = {}
+        # what observers see of the requests: SLOWLOG, per-slot counters and hot keys
+        self.slowlog = SlowLog(config.slowlog_log_slower_than, config.slowlog_max_len,
+                               lambda: self.table, config.hash_tag)
+        self.load = KeyLoad(table.modulus if table.distribution == "modula" else 0)
         self.routes: Routes[ShardRoute] = self._routes(table, {})
         self.apply(table)
 
@@ -84,13 +95,13 @@ class Pool:
         ]
         migration = next((s.migration for s in table.shards if s.migration is not None), None)
         if migration is None:
-            return Routes(table, endpoints, self.config.hash_tag)
+            return Routes(table, endpoints, self.config.hash_tag, load=self.load)
 
         def migrating(source: ShardRoute, target: ShardRoute) -> ShardRoute:
             assert migration is not None
             return self._migration_route(table, migration, source, target)
 
-        return Routes(table, endpoints, self.config.hash_tag, migrating)
+        return Routes(table, endpoints, self.config.hash_tag, migrating, self.load)
 
     def _migration_route(self, table: RoutingTable, migration: Migration, source: ShardRoute,
                          target: ShardRoute) -> ShardRoute:
@@ -127,7 +138,8 @@ class Pool:
             if shard.master is not None and shard.master not in masters:
                 backend = self.backends.get(shard.master)
                 if backend is None or backend.retired:
-                    backend = Backend(shard.master, self.config, self.stats)
+                    backend = Backend(shard.master, self.config, self.stats,
+                                      self.descriptors)
                 masters[shard.master] = backend
         routes = self._routes(table, masters)
         old, self.backends = self.backends, masters
@@ -184,6 +196,7 @@ class Pool:
                 held_total=hold.held, expired=hold.expired, unknown=hold.unknown,
                 hold_time=hold.hold_time.copy(), outages=dict(hold.outages),
             ) if self.config.failover_hold_ms else None,
+            migration=self.migrations.snapshot() if self.config.uses_zookeeper else None,
         )
 
 

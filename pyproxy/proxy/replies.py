@@ -67,16 +67,19 @@ class Reply:
     """One request's place in its client's reply queue.
 
     ``command`` (the command table index) and ``started`` (loop time the request was read)
-    feed the per-command error counters and the latency histogram when the reply is written.
+    feed the per-command error counters and the latency histogram when the reply is written;
+    ``args`` (the request as parsed) is what SLOWLOG shows of a slow one.
     """
 
-    __slots__ = ("owner", "raw", "command", "started")
+    __slots__ = ("owner", "raw", "command", "started", "args")
 
-    def __init__(self, owner: Owner, started: float, raw: bytes | None = None):
+    def __init__(self, owner: Owner, started: float, args: list[bytes],
+                 raw: bytes | None = None):
         self.owner = owner
         self.raw = raw
         self.command = UNKNOWN_INDEX
         self.started = started
+        self.args = args
 
     def settle(self, raw: bytes) -> None:
         if self.raw is None:

@@ -29,9 +29,9 @@ import random
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from struct import Struct
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from .hashing import fast_md5, key_hash, make_placer, make_slotter
+from .hashing import fast_md5, key_hash, make_slotter
 from .table import RoutingTable
 
 E = TypeVar("E")
@@ -78,40 +78,85 @@ def ketama_points(servers: Sequence[tuple[str, int]]) -> tuple[list[int], list[i
     return [value for value, _ in points], [index for _, index in points]
 
 
+class Load(Protocol):
+    """What a locator tells of the keys it places (``observe.hotkeys.KeyLoad``): ``slots``
+    counts the keys of each slot (when it has one counter per slot of the table); every
+    ``gap()``-th key goes to ``sample``, which returns the next gap."""
+
+    slots: list[int]
+
+    def gap(self) -> int: ...
+
+    def sample(self, key: bytes) -> int: ...
+
+
 def weights(table: RoutingTable) -> list[tuple[str, int]]:
     """``(name, weight)`` of each shard in table order: its slots' count is its weight."""
     return [(shard.name, shard.slots) for shard in table.shards]
 
 
 def locator(table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None,
-            migrating: Callable[[int, int], E] | None = None) -> Callable[[bytes], E]:
+            migrating: Callable[[int, int], E] | None = None,
+            load: Load | None = None) -> Callable[[bytes], E]:
     """``key -> endpoints[index of the shard that owns key]`` for the table's placement.
 
     Under modula a slot of a shard's ``migration`` goes to ``migrating(source index, target
-    index)`` instead (made once per pair) when given."""
+    index)`` instead (made once per pair) when given. With ``load``, every key placed is
+    counted there (``Load``)."""
     if len(endpoints) != len(table.shards):
         raise ValueError(f"{len(endpoints)} endpoints for {len(table.shards)} shards")
     if table.distribution == "random":
         choices = tuple(endpoints)
         choice = random.choice
-        return lambda key: choice(choices)
+        return _sampled(lambda key: choice(choices), load)
     if table.distribution == "ketama":
         values, owners = ketama_points(weights(table))
         ring = [endpoints[index] for index in owners] + [endpoints[owners[0]]]  # wrap-around
         hashed = key_hash(table.hash, hash_tag)
-        return lambda key: ring[bisect_left(values, hashed(key))]
+        return _sampled(lambda key: ring[bisect_left(values, hashed(key))], load)
     if table.distribution != "modula":
         raise ValueError(f"unknown distribution {table.distribution!r}")
+    slot_of = make_slotter(hash_tag, table.modulus, table.hash)
     pieces = _pieces(table, endpoints, migrating)
     if table.modulus > SLOT_LIST_LIMIT:  # bisect the ranges' ends
-        slot_of = make_slotter(hash_tag, table.modulus, table.hash)
         ends = [end for _, end, _ in pieces]
         placed = [endpoint for _, _, endpoint in pieces]
-        return lambda key: placed[bisect_left(ends, slot_of(key))]  # first end >= slot
+        return _sampled(lambda key: placed[bisect_left(ends, slot_of(key))], load)
     by_slot: list[E] = [endpoints[0]] * table.modulus
     for start, end, endpoint in pieces:
         by_slot[start : end + 1] = [endpoint] * (end - start + 1)
-    return make_placer(hash_tag, table.modulus, table.hash, by_slot)
+    if load is None or len(load.slots) != table.modulus:
+        return _sampled(lambda key: by_slot[slot_of(key)], load)
+    # The common case (ZooKeeper pools), counted inline: a wrapper's extra call would cost
+    # more than the counting itself.
+    counts, sample, countdown = load.slots, load.sample, load.gap()
+
+    def locate(key: bytes) -> E:
+        nonlocal countdown
+        slot = slot_of(key)
+        counts[slot] += 1
+        countdown -= 1
+        if not countdown:
+            countdown = sample(key)
+        return by_slot[slot]
+
+    return locate
+
+
+def _sampled(place: Callable[[bytes], E], load: Load | None) -> Callable[[bytes], E]:
+    """``place`` with every ``load.gap()``-th key sampled (``place`` itself without a load)."""
+    if load is None:
+        return place
+    sample, countdown = load.sample, load.gap()
+
+    def locate(key: bytes) -> E:
+        nonlocal countdown
+        countdown -= 1
+        if not countdown:
+            countdown = sample(key)
+        return place(key)
+
+    return locate
 
 
 def _pieces(table: RoutingTable, endpoints: Sequence[E],

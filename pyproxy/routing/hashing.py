@@ -16,9 +16,8 @@ tests/test_parity_hashes.py):
 * ``md5_hash(key)`` is the first four digest bytes read as a little-endian uint32.
 * With a hash tag ``ab`` the hashed part is the bytes strictly between the first ``a``
   and the first ``b`` after it, when that span is non-empty; otherwise the whole key.
-* ``make_slotter(tag, modulus, hash)`` is ``key -> hash(hashed part) % modulus``, and
-  ``make_placer(..., places)`` is ``key -> places[that slot]``; for md5 they inline the hash
-  (and the lookup), so the hot path costs one call per key.
+* ``make_slotter(tag, modulus, hash)`` is ``key -> hash(hashed part) % modulus``; for md5 it
+  inlines the hash so the hot path costs one call per key.
 
 Pure: no I/O, no asyncio.
 """
@@ -27,10 +26,9 @@ from __future__ import annotations
 
 import zlib
 from binascii import crc_hqx
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from hashlib import md5
 from struct import Struct
-from typing import TypeVar
 
 try:  # CPython's built-in md5: half the per-call cost of OpenSSL's for short keys
     from _md5 import md5 as fast_md5  # (0.18 µs vs 0.36 µs per 16-byte key, measured here)
@@ -38,10 +36,8 @@ except ImportError:  # pragma: no cover - other interpreters
     fast_md5 = md5
 
 unpack_uint32 = Struct("<I").unpack_from
-T = TypeVar("T")
 
-__all__ = ["HASHES", "md5_hash", "hashed_part", "key_hash", "slot_of", "make_slotter",
-           "make_placer"]
+__all__ = ["HASHES", "md5_hash", "hashed_part", "key_hash", "slot_of", "make_slotter"]
 
 MASK = 0xFFFFFFFF
 # A key byte as nutcracker's signed char widened to uint32: 0x80 -> 0xffffff80.
@@ -272,26 +268,18 @@ def slot_of(key: bytes, hash_tag: bytes | None = None, modulus: int = 4096) -> i
     return md5_hash(hashed_part(key, hash_tag)) % modulus
 
 
-def make_placer(hash_tag: bytes | None, modulus: int, hash_name: str,
-                places: Sequence[T]) -> Callable[[bytes], T]:
-    """Return the fastest ``key -> places[slot of key]`` function for a pool's settings
-    (``places`` has ``modulus`` entries: a modula table's endpoint of each slot).
-
-    The tag-less md5 variant inlines ``md5_hash`` and the lookup, so the hot path costs one
-    Python call per key.
-    """
-    if hash_name == "md5" and hash_tag is None:
-        def place_plain(key: bytes) -> T:
-            if not key:
-                return places[0]
-            return places[unpack_uint32(fast_md5(key).digest())[0] % modulus]
-
-        return place_plain
-    hashed = key_hash(hash_name, hash_tag)
-    return lambda key: places[hashed(key) % modulus]
-
-
 def make_slotter(hash_tag: bytes | None, modulus: int,
                  hash_name: str = "md5") -> Callable[[bytes], int]:
-    """Return the fastest ``key -> slot`` function for a pool's settings."""
-    return make_placer(hash_tag, modulus, hash_name, range(modulus))
+    """Return the fastest ``key -> slot`` function for a pool's settings.
+
+    The tag-less md5 variant inlines ``md5_hash`` so the hot path costs one call per key.
+    """
+    if hash_name == "md5" and hash_tag is None:
+        def slot_plain(key: bytes) -> int:
+            if not key:
+                return 0
+            return unpack_uint32(fast_md5(key).digest())[0] % modulus
+
+        return slot_plain
+    hashed = key_hash(hash_name, hash_tag)
+    return lambda key: hashed(key) % modulus

@@ -12,6 +12,8 @@ mix; nothing outside this class indexes a routing list.
 * ``shards``        the endpoints in table order: ``shards[i]`` serves ``table.shards[i]``.
 * slots of a migration are located at ``migrating(source endpoint, target endpoint)``, one
   endpoint per migrating pair, when the caller gives that factory.
+* with a ``load`` (``distribution.Load``), ``locate`` counts every key it places there: the
+  per-slot counters and the hot-key samples of ``observe.hotkeys``.
 
 Pure: no I/O.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from .distribution import locator
+from .distribution import Load, locator
 from .table import RoutingTable
 
 E = TypeVar("E")
@@ -31,9 +33,9 @@ class Routes(Generic[E]):
     __slots__ = ("table", "shards", "locate")
 
     def __init__(self, table: RoutingTable, endpoints: Sequence[E], hash_tag: bytes | None,
-                 migrating: Callable[[E, E], E] | None = None):
+                 migrating: Callable[[E, E], E] | None = None, load: Load | None = None):
         self.table = table
         self.shards: tuple[E, ...] = tuple(endpoints)
         pair = None if migrating is None else (
             lambda source, target: migrating(self.shards[source], self.shards[target]))
-        self.locate: Callable[[bytes], E] = locator(table, self.shards, hash_tag, pair)
+        self.locate: Callable[[bytes], E] = locator(table, self.shards, hash_tag, pair, load)

@@ -42,6 +42,8 @@ hold, so a dead watchdog leaves at most L of pause behind. Sequences:
   ``Confirm`` — except a replica whose link to its master is up: it waits (``AwaitMaster``)
   until its master's node is back, then registers behind it, or until T has passed since
   it first found the shard empty, then registers anyway (see "ZooKeeper-wide session loss").
+  And a master whose own linked replica holds the lowest node right after ZooKeeper came
+  back registers without following it, fenced (see "Some sessions survived" below).
 * A redis restart (new ``run_id``), even within F·I, counts as a failure: the redis is
   first made ``REPLICAOF`` the next member (a replica without a master link refuses to
   feed replicas: NOMASTERLINK), then the node is deleted and it rejoins as a replica — an
@@ -61,12 +63,40 @@ Decisions, by case:
   each replica's watchdog, its link to that master up, waits for the master's node and
   registers behind it. The watchdogs reconnect within the reconnect backoff of
   ``cluster/zk.py`` (≤ 1 s, ×1.4 jitter) of ZooKeeper answering, well inside the wait T.
-* Some sessions survived: a replica whose session expired and whose master's did not sees
-  the master's node and registers behind it. A master whose session expired while its
-  replica's survived leaves the replica the only node: the replica cannot tell this from a
-  master's watchdog that lost ZooKeeper alone, and takes over by the promotion sequence
-  (fence, catch up, promote, demote). The master moves, no acknowledged write is lost: it
-  was fenced, the replica is linked and catches up.
+* Some sessions survived. Which ones is timing: as a paused server resumes, a session
+  whose reconnection it handles before its expiry pass reaches that session lives on (a
+  reconnection attempt sent during the pause and abandoned by the client counts too; the
+  client then comes back to the same session after its backoff). A replica whose session
+  expired and whose master's did not sees the master's node and registers behind it.
+  A master whose session expired while its replicas' survived leaves a replica the lowest
+  node; every side holds ("resumed": a hold begins less than T after the watchdog's own
+  reconnection and lasts at most T, however often the connection comes back meanwhile —
+  T from when the replica's node became the lowest, not from its reconnection: after a
+  ZooKeeper restart the master's session expires up to T after the replica reconnected,
+  and its watchdog learns it only when its own reconnection gets through):
+  - the replica's watchdog, its node the lowest and its redis's link to its master up,
+    does not promote (``Hold``); once the master's node appears (behind its own) it steps
+    back: deletes its node and registers again, behind the master's.
+  - any other replica's watchdog, its link to the master up, keeps its redis replicating
+    the master rather than following the lowest node (it holds too); when the lowest has
+    stepped back, its own node may be the lowest, and it steps back in turn.
+  - the master's watchdog, with its new session, asks the redis of the lowest node (ROLE,
+    ≤ τ); if it answers as a replica of ours with its link up, it does not follow it and
+    keeps its fence (lease renewed), and registers as it is; when the replica has stepped
+    back, its node is the lowest and ``Confirm`` unfences it.
+  So the master stays master, unwritable meanwhile (fenced; the proxies route to the
+  lowest node, a read-only replica). If the master's node has not appeared when the
+  replica's hold ends (its watchdog is slow, dead, or cut off), the replica takes over by
+  the promotion sequence (fence, catch up, promote, demote): the master moves, no
+  acknowledged write is lost (it was fenced, the replica is linked and catches up). A
+  master whose replica has not stepped back when its own hold ends follows the lowest node.
+  Limits: the two sides recognise each other by address — the master's address as the
+  replica's ROLE names it must be the master's watchdog address (it is, when the watchdogs'
+  ``REPLICAOF`` set it) — otherwise the master follows its replica and moves, as above. A
+  replica cannot tell this from a master's watchdog that lost ZooKeeper alone: one whose
+  own connection came back less than T before its master's node went (for any reason, its
+  master's redis still linked) waits T after that before promoting; a replica whose
+  connection did not drop promotes at once, as ever.
 * The master's redis died during the outage: its watchdog cannot register (failed
   checks); the replica's link is down, so it registers at once and is promoted.
 * The master's redis hung: the replica's link stays up (until redis's repl-timeout), so it
@@ -128,14 +158,17 @@ Timing bounds (measured numbers are in the test report / README):
 * Watchdog cut off from ZooKeeper: kazoo pings after T/3 idle and drops the connection
   when that ping is unanswered T/3 later, so SUSPENDED comes ≤ 2T/3 after the last
   contact (at once on a reset connection). The loop fences after finishing the call in
-  flight: normally one redis command (≤ τ); in the worst case a ZooKeeper request queued
+  flight: normally one redis command (≤ τ; also the ROLE a master asks of the lowest
+  node's redis just after ZooKeeper came back); in the worst case a ZooKeeper request queued
   just as the connection dropped (≤ T/6) and two more redis commands of a promotion.
   Fenced ≤ 2T/3 + τ typically, ≤ 5T/6 + 2τ at worst, against ≥ T before the session can
   expire and a replica be promoted: keep τ < T/12 (defaults T = 4000, τ = 250 ms).
 * ZooKeeper back after an outage: same session — writable again once reconnected and
   confirmed (the reconnect backoff, ≤ 1.4 s, + a round trip); sessions expired — once the
-  new session's node is created and confirmed (the same, + two round trips). A linked
-  replica waits ≤ T for its master's node.
+  new session's node is created and confirmed (the same, + two round trips); only the
+  master's session expired — once its replica has stepped back (+ a ROLE to the replica and
+  three round trips more). A linked replica waits ≤ T for its master's node, and holds the
+  lowest node ≤ T.
 """
 
 from __future__ import annotations
@@ -143,6 +176,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -154,6 +188,7 @@ from .conf import Conf
 from .metrics import Metrics
 from .probe import Conn, Health, NotSent, RedisError, ReplyError, check, parse_role
 from .registrar import MissingShard, Registrar, ZkError
+from .status import EVENTS_KEPT, Event, Member, View
 
 log = logging.getLogger("pyproxy.watchdog")
 
@@ -165,6 +200,8 @@ class Daemon:
     def __init__(self, conf: Conf, me: str, shard: str, metrics: Metrics | None = None) -> None:
         self.conf = conf
         self.me = me
+        self.shard = shard
+        self.started = time.time()
         self.lease_ms = 3 * conf.zk_session_timeout_ms
         self.metrics = metrics or Metrics()
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -182,11 +219,16 @@ class Daemon:
         self.fenced_at = 0.0
         self.stopping = False
         self.awaiting: tuple[str, float] | None = None  # AwaitMaster: (master, since when)
+        self.reconnected_at: float | None = None  # ZooKeeper back after a loss: when
+        self.held_since: float | None = None  # the first of the current run of Hold turns
         # loop bookkeeping
         self.connected = False
+        self.lost = False  # the ZooKeeper connection was lost since it was last up
+        self.holding: str | None = None  # the reason of the current Hold, once logged
         self.dirty = True  # the listing must be read again
         self.next_check = 0.0
         self.shard_missing = False
+        self.recent: deque[Event] = deque(maxlen=EVENTS_KEPT)  # for the status page
 
     # ------------------------------------------------------------------ events
     def post_event(self, kind: str, value: Any = None) -> None:
@@ -216,9 +258,13 @@ class Daemon:
     def _on_zk_state(self, state: KazooState) -> None:
         if state == KazooState.CONNECTED:
             self.connected = self.dirty = True
+            if self.lost:
+                self.reconnected_at = time.monotonic()
+                self.lost = False
             log.info("ZooKeeper connected, session 0x%x", self.zk.session_id or 0)
             return
         self.connected = False
+        self.lost = True
         self.listing = None
         if state == KazooState.LOST:
             if self.node is not None:
@@ -260,8 +306,16 @@ class Daemon:
             self.next_check = now + self.conf.interval
             self._check()
         self._refresh()
-        self._execute(d.decide(self._state()))
+        state = self._state()
+        actions = d.decide(state)
+        if any(isinstance(a, d.Hold) for a in actions):
+            if self.held_since is None:
+                self.held_since = now
+        elif state.health is not None and state.listing is not None:  # decided on a full view
+            self.held_since = self.holding = None
+        self._execute(actions)
         self._gauges()
+        self.metrics.publish(self._view())
 
     def _check(self) -> None:
         try:
@@ -306,13 +360,35 @@ class Daemon:
         renew = self.fenced_at + self.conf.session_timeout
         await_over = (self.awaiting is not None
                       and now >= self.awaiting[1] + self.conf.session_timeout)
-        return d.State(
+        # a hold begins less than one session timeout after our reconnection and lasts one
+        # session timeout at most (however often the connection comes back meanwhile)
+        hold_from = now if self.held_since is None else self.held_since
+        resumed = (self.reconnected_at is not None
+                   and hold_from < self.reconnected_at + self.conf.session_timeout
+                   and now < hold_from + self.conf.session_timeout)
+        state = d.State(
             me=self.me, health=self.health, last_role=self.last_role, failures=self.failures,
             failure_limit=self.conf.health_failures, listing=self.listing, node=self.node,
             node_run_id=self.node_run_id, fenced=self.fenced,
             fence_due=not self.fenced or now >= renew, stopping=self.stopping,
-            await_over=await_over,
+            await_over=await_over, resumed=resumed,
         )
+        target = d.probe_target(state)
+        if target is None:
+            return state
+        return replace(state, lowest_follows_us=self._follows_us(target))
+
+    def _follows_us(self, address: str) -> bool:
+        """Whether the redis at ``address`` is a replica of ours with its link up (ROLE)."""
+        conn = Conn(address, self.conf.probe_timeout, self.conf.redis_password)
+        try:
+            health = check(conn)
+        except RedisError as exc:
+            log.info("cannot ask %s whether it replicates us: %s", address, exc)
+            return False
+        finally:
+            conn.close()
+        return health.role == "slave" and health.master == self.me and health.master_link_up
 
     def _gauges(self) -> None:
         m = self.metrics
@@ -321,16 +397,39 @@ class Daemon:
         m.fenced.set(1 if self.fenced else 0)
         m.zk_connected.set(1 if self.connected else 0)
 
+    def _view(self) -> View:
+        health, listing = self.health, self.listing
+        return View(
+            redis=self.me, shard=self.shard, started=self.started,
+            role=health.role if health else None, follows=health.master if health else None,
+            link_up=bool(health and health.master_link_up),
+            offset=health.offset if health else None, failures=self.failures,
+            failure_limit=self.conf.health_failures, connected=self.connected,
+            session=self.zk.session_id if self.connected else None, node=self.node,
+            members=None if listing is None else tuple(
+                Member(m.name, m.address) for m in listing.members),
+            fenced_for=time.monotonic() - self.fenced_at if self.fenced else None,
+            events=tuple(reversed(self.recent)))
+
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[d.Action]) -> None:
         for action in actions:
+            fenced = self.fenced
             try:
                 if self._do(action) is False:
                     return
             except (RedisError, ZkError) as exc:
                 log.warning("%s failed: %s", type(action).__name__, exc)
+                self._note(f"{_describe(action)}: failed ({exc})")
                 self.dirty = True
                 return
+            if not isinstance(action, d.Confirm | d.Fence) or (self.fenced and not fenced):
+                self._note(_describe(action))  # a fence's renewals are not news
+
+    def _note(self, text: str) -> None:
+        """Keep ``text`` for the status page's recent actions (not twice in a row)."""
+        if not self.recent or self.recent[-1].text != text:
+            self.recent.append(Event(time.time(), text))
 
     def _do(self, action: d.Action) -> bool | None:
         match action:
@@ -353,6 +452,11 @@ class Daemon:
                 self._register()
             case d.AwaitMaster(master):
                 self._await(master)
+            case d.Hold(reason):
+                if reason != self.holding:
+                    log.warning("holding for at most %.1f s after ZooKeeper came back: %s",
+                                self.conf.session_timeout, reason)
+                    self.holding = reason
             case d.Adopt(name):
                 self._own(name)
                 log.warning("adopted %s, left by a create whose reply was lost", name)
@@ -502,3 +606,32 @@ class Daemon:
         self.node_run_id = self.health.run_id
         self.awaiting = None
         self.dirty = True
+
+
+def _describe(action: d.Action) -> str:
+    """An action in the words of the status page."""
+    match action:
+        case d.Fence(reason):
+            return f"fenced (CLIENT PAUSE WRITE): {reason}"
+        case d.Unfence():
+            return "fence lifted (CLIENT UNPAUSE)"
+        case d.Follow(master):
+            return f"made a replica of {master}"
+        case d.Promote(previous):
+            return f"promoted to master (previous master {previous or 'none'})"
+        case d.Register():
+            return "registered in ZooKeeper"
+        case d.AwaitMaster(master):
+            return f"waiting for {master}'s node before registering"
+        case d.Hold(reason):
+            return f"holding: {reason}"
+        case d.Adopt(name):
+            return f"adopted node {name}"
+        case d.Unregister(reason):
+            return f"node deleted: {reason}"
+        case d.Delete(name):
+            return f"deleted leftover node {name}"
+        case d.Forget(reason):
+            return f"node lost: {reason}"
+        case d.Confirm():
+            return "confirmed the lowest node"

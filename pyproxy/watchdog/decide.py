@@ -40,8 +40,31 @@ Rules, first match wins:
    * otherwise: replicate the lowest member; lift our fence (a paused replica does not
      apply its replication stream).
 
+   Right after ZooKeeper came back (``resumed``: the first turn of a run of ``Hold`` comes
+   less than one session timeout after our connection was regained, and the run lasts one
+   session timeout at most; the daemon keeps the clock), three rules come
+   first, for a shard where only the master's session expired and its replicas' survived —
+   the lowest replica then holds the lowest node, and promoting it would move the master:
+
+   * our node is the lowest and our redis a replica whose link to its master is up: do not
+     promote (``Hold``). Once that master's node is back behind ours, step back: delete our
+     node and register again, behind it. When ``resumed`` ends, the rule above promotes us
+     (the master's watchdog is then taken as dead or cut off).
+   * our redis is a replica whose link to its master is up, and the lowest node is
+     another redis's: do not follow the lowest (``Hold``; register if we have no node).
+     With more than one replica the lowest may be another replica of that master, holding
+     it; once it steps back ours may be the lowest and steps back in turn, whereas
+     following it would make our redis a replica of a replica, which the master's probe
+     below does not recognise (the master would follow it and move).
+   * our redis is a master and the lowest node is another redis that answers ROLE as a
+     replica of ours with its link up (``lowest_follows_us``; the daemon asks the redis
+     that ``probe_target`` names): do not follow it (``Hold``), stay fenced (lease
+     renewed), and register if we have no node (a ghost delays it, as above), so that it
+     sees our node and steps back. When ``resumed`` ends, we follow it as above.
+
 Invariant: a redis is made writable (``Promote``, or ``Unfence`` of a master) only right
-after ``Confirm`` in the same turn.
+after ``Confirm`` in the same turn; a master that holds instead of following the lowest
+node stays fenced.
 """
 
 from __future__ import annotations
@@ -75,6 +98,8 @@ class State:
     fence_due: bool  # not fenced, or the fence lease needs renewing
     stopping: bool = False
     await_over: bool = False  # the wait of AwaitMaster has run out: register anyway
+    resumed: bool = False  # ZooKeeper came back just before: we may Hold (for ≤ T)
+    lowest_follows_us: bool = False  # the redis of probe_target() replicates ours, link up
 
 
 # --------------------------------------------------------------------------- actions
@@ -125,6 +150,14 @@ class AwaitMaster:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Leave the redis's role as it is for now (a wait bounded by ``resumed``); the daemon
+    logs ``reason`` once."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Adopt:
     """Take ``name`` (an orphan of ours) as our node."""
 
@@ -152,13 +185,27 @@ class Forget:
     reason: str
 
 
-Action = (Fence | Unfence | Follow | Promote | Confirm | Register | AwaitMaster | Adopt | Unregister
-          | Delete | Forget)
+Action = (Fence | Unfence | Follow | Promote | Confirm | Register | AwaitMaster | Hold | Adopt
+          | Unregister | Delete | Forget)
 
 
 # --------------------------------------------------------------------------- rules
 
 NO_ZOOKEEPER = "not a confirmed master: no ZooKeeper view"
+BEHIND_REPLICA = "not a confirmed master: the lowest node is our replica's"
+
+
+def probe_target(s: State) -> str | None:
+    """The redis the daemon must ask (ROLE) for ``lowest_follows_us`` before ``decide``: the
+    lowest member's, when our redis is a master, ``resumed`` holds and that member is
+    another redis; None when the answer would change nothing."""
+    h, listing = s.health, s.listing
+    if h is None or h.role != "master" or not s.resumed or listing is None or s.stopping:
+        return None
+    members = _members(listing)
+    if not members or members[0].address == s.me:
+        return None
+    return members[0].address
 
 
 def decide(s: State) -> list[Action]:
@@ -201,7 +248,7 @@ def _isolated(s: State, h: Health) -> list[Action]:
 def _connected(s: State, h: Health, listing: Listing) -> list[Action]:
     acts: list[Action] = []
     node = s.node
-    members = [m for m in listing.members if m.name not in listing.orphans]
+    members = _members(listing)
     if node is not None and node not in {m.name for m in members}:
         acts.append(Forget(f"node {node} is no longer in ZooKeeper"))
         node = None
@@ -217,6 +264,10 @@ def _connected(s: State, h: Health, listing: Listing) -> list[Action]:
     return acts + _serve(s, h, members, node)
 
 
+def _members(listing: Listing) -> list[Member]:
+    return [m for m in listing.members if m.name not in listing.orphans]
+
+
 def _restarted(s: State, h: Health, members: list[Member]) -> list[Action]:
     """The redis restarted under our node (maybe empty, quicker than F failed checks): make
     it a replica at once — a replica not linked to its master refuses to feed others
@@ -228,14 +279,17 @@ def _restarted(s: State, h: Health, members: list[Member]) -> list[Action]:
 
 
 def _join(s: State, h: Health, members: list[Member], ghosts: bool) -> list[Action]:
-    """Not registered: become a replica of the lowest member, then register; into an empty
-    shard, a replica linked to its master waits for that master's node first."""
+    """Not registered: become a replica of the lowest member, then register (just after
+    ZooKeeper came back, a master whose linked replica holds the lowest node, and a linked
+    replica of another redis, register without following it); into an empty shard, a
+    replica linked to its master waits for that master's node first."""
     acts: list[Action] = []
     if members:
         lowest = members[0]
         if lowest.address == s.me:
             return []  # our previous incarnation still holds the master node
-        acts = _follow(s, h, lowest.address)
+        acts = (_behind_replica(s, h, lowest.address) or _keep_master(s, h, lowest.address)
+                or _follow(s, h, lowest.address))
     elif h.role == "slave" and h.master_link_up and h.master is not None and not s.await_over:
         return [*([Unfence()] if s.fenced else []), AwaitMaster(h.master)]
     return acts if ghosts else [*acts, Register()]
@@ -244,13 +298,50 @@ def _join(s: State, h: Health, members: list[Member], ghosts: bool) -> list[Acti
 def _serve(s: State, h: Health, members: list[Member], node: str) -> list[Action]:
     """Registered: be what our position says."""
     lowest = members[0]
+    unfence: list[Action] = [Unfence()] if s.fenced else []
     if lowest.name == node:
+        if s.resumed and h.role == "slave" and h.master_link_up and h.master is not None:
+            return _step_back(h.master, members) or [*unfence, Hold(
+                f"our node is the lowest and our redis replicates {h.master} (link up): not "
+                f"promoting it, for {h.master}'s node to come back")]
         promote: list[Action] = [Promote(h.master)] if h.role != "master" else []
-        unfence: list[Action] = [Unfence()] if s.fenced else []
         return [Confirm(), *promote, *unfence] if promote or unfence else []
     if lowest.address == s.me:
         return [Unregister(f"an older node of this redis ({lowest.name}) is the master")]
-    return _follow(s, h, lowest.address)
+    return (_behind_replica(s, h, lowest.address) or _keep_master(s, h, lowest.address)
+            or _follow(s, h, lowest.address))
+
+
+def _step_back(master: str, members: list[Member]) -> list[Action]:
+    """Our node is the lowest, our redis replicates ``master``: if ``master``'s node is back
+    (behind ours), register again behind it so that it stays master."""
+    if not any(m.address == master for m in members):
+        return []
+    return [Unregister(f"stepping back: {master}'s node is back and our redis replicates it"),
+            Register()]
+
+
+def _behind_replica(s: State, h: Health, lowest: str) -> list[Action]:
+    """Our redis is a master and the lowest node is its linked replica's, just after
+    ZooKeeper came back: stay fenced and keep our role (that replica is to step back)."""
+    if not (s.resumed and h.role == "master" and s.lowest_follows_us):
+        return []
+    fence: list[Action] = [Fence(BEHIND_REPLICA)] if s.fence_due else []
+    return [*fence, Hold(f"the lowest node is {lowest}'s, a replica of our redis (link up): "
+                         "not following it, for it to step back behind our node")]
+
+
+def _keep_master(s: State, h: Health, lowest: str) -> list[Action]:
+    """Just after ZooKeeper came back, our redis replicates a master (link up) that is not
+    the lowest node's: keep it there rather than follow the lowest, which may be another
+    replica of that master holding it — so that, once that one has stepped back, ours is
+    the lowest, the master's probe recognises it as its replica, and it steps back too."""
+    if not (s.resumed and h.role == "slave" and h.master_link_up and h.master is not None
+            and h.master != lowest):
+        return []
+    return [*([Unfence()] if s.fenced else []), Hold(
+        f"our redis replicates {h.master} (link up): not following the lowest node, "
+        f"{lowest}'s, for now")]
 
 
 def _follow(s: State, h: Health, master: str) -> list[Action]:

@@ -1,13 +1,21 @@
-"""Optional Prometheus endpoint of the watchdog (``--metrics HOST:PORT``).
+"""Optional Prometheus endpoint of the watchdog (``--metrics HOST:PORT``), with its status page.
 
 A private registry holds only the watchdog's series, so nothing else in the process (or a
-test importing it twice) can collide with them. Written by the control loop, served by
-prometheus_client's HTTP thread; prometheus_client's metrics are thread-safe.
+test importing it twice) can collide with them. Written by the control loop, served by the
+HTTP server's thread (``web.serve``); prometheus_client's metrics are thread-safe. The same
+port serves the status page (``/`` and ``/status.json``, ``status``) from the ``View`` the
+loop last ``publish``-ed.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+import json
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..web import HTML, JSON, serve
+from .status import View, render, report
 
 
 class Metrics:
@@ -26,6 +34,19 @@ class Metrics:
                                   "1 while the ZooKeeper session is connected", registry=r)
         self.promotions = Counter("pyproxy_watchdog_promotions",
                                   "Times this watchdog made its redis the master", registry=r)
+        self.view: View | None = None  # replaced (never changed) by the loop after each turn
+
+    def publish(self, view: View) -> None:
+        self.view = view
+
+    def report(self) -> dict[str, object]:
+        view = self.view
+        if view is None:
+            raise RuntimeError("the watchdog has not finished its first turn yet")
+        return report(view, self.registry, time.time())
 
     def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+        serve(host, port, self.registry, {
+            "/": lambda: (HTML, render(self.report()).encode()),
+            "/status.json": lambda: (JSON, json.dumps(self.report()).encode()),
+        })
