@@ -489,9 +489,8 @@ def test_commands_answered_by_the_proxy(cluster: Cluster, conn: Raw) -> None:
     assert client_id.startswith(b":") and int(client_id[1:-2]) > 0
     assert conn.call("HELLO", "4") == b"-NOPROTO unsupported protocol version\r\n"
     hello = conn.call("HELLO", "2", "SETNAME", "w2")
-    items = [b""] * 14
-    assert resp.place_items(hello, list(range(14)), items)
-    assert items[4:6] == [b"$5\r\nproto\r\n", b":2\r\n"]
+    items = resp.array_items(hello)
+    assert len(items) == 14 and items[4:6] == [b"$5\r\nproto\r\n", b":2\r\n"]
     assert conn.call("CLIENT", "GETNAME") == b"$2\r\nw2\r\n"
     assert conn.call("AUTH", "pw") == (
         b"-ERR AUTH <password> called without any password configured for the default user. "

@@ -369,16 +369,16 @@ def test_reply_end_finds_exactly_one_reply(reply: bytes) -> None:
     assert resp.reply_end(bytearray(reply), 0) == len(reply)
 
 
-def test_place_items_keeps_each_element_raw() -> None:
-    into = [b""] * 4
-    assert resp.place_items(b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n", [3, 0, 1], into)
-    assert into == [b"$-1\r\n", b":7\r\n", b"", b"$1\r\na\r\n"]
-    assert resp.place_items(b"*2\r\n*1\r\n+x\r\n-ERR y\r\n", [0, 1], into)
-    assert into[:2] == [b"*1\r\n+x\r\n", b"-ERR y\r\n"]
-    assert resp.place_items(b"*0\r\n", [], into)
-    assert not resp.place_items(b"*-1\r\n", [0], into)  # not an array of one
-    assert not resp.place_items(b"*2\r\n:1\r\n:2\r\n", [0], into)  # wrong count
-    assert not resp.place_items(b"-ERR x\r\n", [0], into)
+def test_array_items_keeps_each_element_raw() -> None:
+    assert resp.array_items(b"*3\r\n$1\r\na\r\n$-1\r\n:7\r\n") == [
+        b"$1\r\na\r\n", b"$-1\r\n", b":7\r\n"]
+    assert resp.array_items(b"*2\r\n*1\r\n+x\r\n-ERR y\r\n") == [b"*1\r\n+x\r\n", b"-ERR y\r\n"]
+    assert resp.array_items(b"*3\r\n$3\r\nabc\r\n$300\r\n" + b"v" * 300 + b"\r\n_\r\n") == [
+        b"$3\r\nabc\r\n", b"$300\r\n" + b"v" * 300 + b"\r\n", b"_\r\n"]  # a long bulk inside
+    assert resp.array_items(b"*2\r\n$4\r\n\r\n\r\n\r\n$0\r\n\r\n") == [
+        b"$4\r\n\r\n\r\n\r\n", b"$0\r\n\r\n"]  # CRLFs inside a value
+    assert resp.array_items(b"*0\r\n") == []
+    assert resp.array_items(b"*-1\r\n") == []
 
 
 def test_reply_helpers() -> None:
@@ -508,6 +508,21 @@ SCANNED = REPLIES + [
     resp.bulk(b"x" * 300), resp.bulk(b"\r\n" * 200), b"-" + b"E" * 3000 + b"\r\n",
     resp.array([resp.bulk(b"%d" % i) for i in range(100)]),
     resp.array([resp.array([resp.bulk(b"m%d" % i), b",%d.5\r\n" % i]) for i in range(40)]),
+    # runs of bulks of one length (taken by one match each): LRANGE of fixed-width values, a
+    # run cut by another length, CRLFs inside the values, empty ones, the longest and one past
+    resp.array([resp.bulk(b"xxx")] * 100),
+    resp.array([resp.bulk(b"abc")] * 10 + [resp.bulk(b"abcd")] + [resp.bulk(b"abc")] * 10),
+    resp.array([resp.bulk(b"\r\n\r")] * 12), resp.array([resp.bulk(b"")] * 20),
+    resp.array([resp.bulk(b"y" * 255)] * 9), resp.array([resp.bulk(b"z" * 256)] * 9),
+    # the run of an inner array ends with it, though its parent's next bulk has the same length
+    resp.array([resp.array([resp.bulk(b"abc")] * 8), resp.bulk(b"abc"), resp.bulk(b"abc")]),
+    # short arrays (one match of a pattern for their count): an MGET's share with nils, the
+    # longest and one past, a long bulk or an inner array inside, a count with a leading zero
+    resp.array([resp.bulk(b"v1"), b"$-1\r\n", resp.bulk(b"\r\n"), b":7\r\n", b"+OK\r\n"]),
+    resp.array([resp.bulk(b"%d" % i) for i in range(64)]), resp.array([b":1\r\n"] * 65),
+    resp.array([resp.bulk(b"a"), resp.bulk(b"b" * 300)]),
+    resp.array([resp.bulk(b"a"), resp.array([b":1\r\n"]), resp.bulk(b"a")]),
+    b"*02\r\n:1\r\n:2\r\n",
 ]
 
 

@@ -73,6 +73,8 @@ def test_merge_array_malformed_shard_reply() -> None:
     merge = merge_array(2, [[0, 1]])
     assert merge([b"*1\r\n$1\r\na\r\n"]).startswith(b"-ERR pyproxy: a shard sent a malformed")
     assert merge([b"*-1\r\n"]).startswith(b"-ERR pyproxy: a shard sent a malformed")
+    assert merge([b"+OK\r\n"]).startswith(b"-ERR pyproxy: a shard sent a malformed")
+    assert merge([b"*2\r\n$1\r\na\r\n$-1\r\n"]) == b"*2\r\n$1\r\na\r\n$-1\r\n"
 
 
 def test_merges_return_the_first_error_verbatim() -> None:

@@ -45,8 +45,10 @@ connection only finds where each reply ends, so its exact bytes go back to the c
 (``+OK`` stays ``+OK``). It is resumable — it keeps its position and the counts of the open
 aggregates between reads — so every byte is looked at a bounded number of times however the
 reply is split; runs of short elements (bulks up to 255 bytes, integers, simple strings,
-nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once,
-everything else element by element in Python. It knows RESP3 too (maps, sets, pushes,
+nulls, doubles, booleans) are matched by compiled patterns in C, whole reads of them at once
+(and a run of bulks of one length inside a long aggregate by one match of a pattern for that
+length, and a short array of them by one match of a pattern for its count), everything else
+element by element in Python. It knows RESP3 too (maps, sets, pushes,
 attributes, verbatim strings, blob errors, big numbers), because RESP3 clients are served by
 RESP3 backend connections whose replies are forwarded unchanged. Bytes that are not RESP
 raise ``MalformedReply``.
@@ -57,6 +59,7 @@ Pure: no asyncio, no sockets.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from itertools import chain
 
 import hiredis
@@ -75,6 +78,8 @@ _SENTINEL = b"*0\r\n"  # an empty request: hiredis returns [] for it only betwee
 # The bytes of "+(=~|>%" must all be inside bulk strings for hiredis's frames to count (see
 # the module docstring): this table turns them into '!' and every other byte into '.'.
 _SUSPECTS = bytes(33 if c in b"+(=~|>%" else 46 for c in range(256))
+_SUSPECT_BYTES = tuple(b"+(=~|>%")
+_TRANSLATE_MAX = 512  # longer reads are searched for each suspect byte before translating
 # The other aggregates hiredis knows become '*' here (and '*' itself '.'), digits stay.
 _OTHER_AGGREGATES = bytes(42 if c in b"~>%|" else c if 48 <= c <= 57 else 46 for c in range(256))
 _FOUR_DIGIT_COUNT = re.compile(rb"\*\d{4}").search
@@ -151,13 +156,12 @@ class RequestParser:
         cannot misjudge them; else, or for what follows a frame left open, the Python parser."""
         if not data or data[0] != _STAR or len(data) > self._fast_max:
             return self._python_for(data, out)
-        if data.count(42) == 1:  # one '*': the header at 0 must end within the digits allowed
+        if data.find(42, 1) < 0:  # one '*': the header at 0 must end within the digits allowed
             if data.find(13, 1, self._count_digits + 1) < 0:
                 return self._python_for(data, out)
         elif self._big_count(data) is not None:
             return self._python_for(data, out)
-        marks = data.translate(_SUSPECTS)
-        suspects = marks if 33 in marks else None
+        suspects = _suspect_marks(data)
         if suspects is not None and _big_aggregate(data):  # hiredis would allocate for it too
             return self._python_for(data, out)
         if data[-1] != 10:  # it ends inside a frame: likely the last "\r\n*" one
@@ -345,6 +349,20 @@ class RequestParser:
         return nl + 1
 
 
+def _suspect_marks(data: bytes) -> bytes | None:
+    """``data.translate(_SUSPECTS)`` if ``data`` holds a byte of "+(=~|>%", else None. A long
+    read (a 10 KB SET) is first searched for each of those bytes (memchr), which costs a
+    fifteenth of translating it."""
+    if len(data) > _TRANSLATE_MAX:
+        for byte in _SUSPECT_BYTES:
+            if byte in data:
+                break
+        else:
+            return None
+    marks = data.translate(_SUSPECTS)
+    return marks if 33 in marks else None
+
+
 def _big_aggregate(data: bytes) -> bool:
     """Whether a set, map, push or attribute header of 4 or more digits may be in ``data``."""
     return _FOUR_DIGIT_COUNT(data.translate(_OTHER_AGGREGATES)) is not None
@@ -497,6 +515,15 @@ _LEAF_RUN = re.compile(_LEAF_TEXT + b"*", re.DOTALL).match
 # Exactly n short elements: an aggregate's elements are taken in chunks, so only what is left
 # over (a long bulk, a nested aggregate, the end of the data) is walked in Python.
 _CHUNKS = tuple((n, re.compile(_LEAF_TEXT + b"{%d}" % n, re.DOTALL).match) for n in (32, 8, 2))
+# A run of bulks that all have one length n <= 255 (LRANGE of fixed-width values, ...): one
+# match of a pattern made for that n takes them all, where the chunks above walk the trie of
+# every length for each of them. Tried on aggregates of at least _RUN_MIN elements left.
+_RUN_MIN = 8
+_RUNS: dict[int, Callable[..., re.Match[bytes] | None]] = {}
+# An array of n <= _SHORT_ARRAY_MAX short elements (an MGET's share, a small LRANGE): its
+# header read here, its elements taken by one match of a pattern made for n (cached).
+_SHORT_ARRAY_MAX = 64
+_SHORT_ARRAYS: dict[int, Callable[..., re.Match[bytes] | None]] = {}
 _LENGTH_PREFIXED = b"$!="  # bulk string, blob error, verbatim string
 _AGGREGATES = b"*~>"  # array, set, push: n elements
 _PAIRS = b"%|"  # map, attribute: n pairs (an attribute also takes the reply that follows it)
@@ -521,6 +548,8 @@ def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
                 return pos, pos, 0, 0
             left = stack[-1]
         if line_from <= pos:  # (not inside a long line: the patterns would rescan it)
+            if left >= _RUN_MIN and buf[pos : pos + 1] == b"$":
+                pos, left = _bulk_run(buf, pos, left)
             for count, chunk in _CHUNKS:
                 while left >= count and (match := chunk(buf, pos)) is not None:
                     pos = match.end()
@@ -570,6 +599,46 @@ def _walk(buf: bytes | bytearray, pos: int, stack: list[int],
                 left = count
         else:
             raise MalformedReply(f"unknown reply type byte {bytes([kind])!r}")
+
+
+def _bulk_run(buf: bytes | bytearray, pos: int, left: int) -> tuple[int, int]:
+    """Take the bulks at ``pos`` that have the first one's length (at most ``left`` of them,
+    see ``_RUNS``); the position after them and the elements still left."""
+    nl = buf.find(CRLF, pos + 1, pos + 6)
+    digits = buf[pos + 1 : nl] if nl > 0 else b""
+    if not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):  # RESP's own form only
+        return pos, left
+    length = int(digits)
+    if length > 255:
+        return pos, left
+    run = _RUNS.get(length)
+    if run is None:
+        run = _RUNS[length] = re.compile(
+            rb"(?:\$%d\r\n.{%d}\r\n)+" % (length, length), re.DOTALL).match
+    width = len(digits) + length + 5  # "$" digits CRLF body CRLF
+    match = run(buf, pos, pos + left * width)  # never past the aggregate's last element
+    if match is None:
+        return pos, left
+    end = match.end()
+    return end, left - (end - pos) // width
+
+
+def _short_array_end(buf: bytes, pos: int) -> int:
+    """End of the array at ``pos`` if it is ``*n`` (1 <= n <= _SHORT_ARRAY_MAX, no leading
+    zero) of n short elements, all in ``buf``; else -1, and ``_walk`` decides."""
+    nl = buf.find(CRLF, pos + 1, pos + 4)
+    digits = buf[pos + 1 : nl] if nl > 0 else b""
+    if not digits.isdigit() or digits[0] == 48:
+        return -1
+    count = int(digits)
+    if count > _SHORT_ARRAY_MAX:
+        return -1
+    elements = _SHORT_ARRAYS.get(count)
+    if elements is None:
+        elements = _SHORT_ARRAYS[count] = re.compile(
+            _LEAF_TEXT + b"{%d}" % count, re.DOTALL).match
+    match = elements(buf, nl + 2)
+    return -1 if match is None else match.end()
 
 
 def _length(buf: bytes | bytearray, start: int, end: int) -> int:
@@ -632,6 +701,10 @@ class ReplyScanner:
                     if run == size:
                         break
                     pos = run
+                if data[pos] == _STAR and (end := _short_array_end(data, pos)) > 0:
+                    out.append(data if end - pos == size else data[pos:end])
+                    pos = end
+                    continue
                 stack = [1]
                 end, at, need, line_from = _walk(data, pos, stack)
                 if end < 0:
@@ -658,27 +731,6 @@ def reply_end(buf: bytes | bytearray, pos: int = 0) -> int:
     return _walk(buf, pos, [1])[0]
 
 
-def place_items(raw: bytes, places: list[int], into: list[bytes]) -> bool:
-    """Put the raw elements of the array reply ``raw`` at ``into[places[i]]``; False if it
-    is not an array of ``len(places)`` elements. The merge of a split MGET walks each
-    shard's reply once with it."""
-    nl = raw.find(CRLF)
-    if raw[0] != _STAR or int(raw[1:nl]) != len(places):
-        return False
-    pos = nl + 2
-    find = raw.find
-    for place in places:
-        if raw[pos] == _DOLLAR:  # bulks and nils: what MGET answers
-            nl = find(CRLF, pos)
-            length = int(raw[pos + 1 : nl])
-            end = nl + 2 if length < 0 else nl + length + 4
-        else:
-            end = reply_end(raw, pos)
-        into[place] = raw[pos:end]
-        pos = end
-    return True
-
-
 def is_error(raw: bytes) -> bool:
     return raw[0] == _MINUS or raw[0] == _BANG
 
@@ -696,10 +748,14 @@ def is_null(raw: bytes) -> bool:
 
 
 def array_items(raw: bytes) -> list[bytes]:
-    """The raw elements of an array reply (a short one: the proxy's own merges)."""
+    """The raw elements of the array reply ``raw`` (none for the null array): the proxy's
+    merges. Elements that are all short (MGET's bulks and nils) are cut out in C, one match."""
     nl = raw.find(CRLF)
     count = int(raw[1:nl])
-    items, pos = [], nl + 2
+    pos = nl + 2
+    if count > 0 and _LEAF_RUN(raw, pos).end() == len(raw):  # type: ignore[union-attr]
+        return _LEAF_FINDALL(raw, pos)  # (the run always matches: maybe empty)
+    items = []
     for _ in range(max(count, 0)):
         end = reply_end(raw, pos)
         items.append(raw[pos:end])

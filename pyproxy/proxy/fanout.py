@@ -86,8 +86,11 @@ class InKeyOrder(Merge):
     def combine_ok(self, replies: list[bytes], places: list[list[int]], count: int) -> bytes:
         items: list[bytes] = [b""] * count
         for raw, part_places in zip(replies, places, strict=True):
-            if not resp.place_items(raw, part_places, items):
+            part = resp.array_items(raw) if raw[0] == 42 else []  # '*'
+            if len(part) != len(part_places):
                 return resp.error("ERR pyproxy: a shard sent a malformed MGET reply")
+            for place, item in zip(part_places, part, strict=True):
+                items[place] = item
         return resp.array(items)
 
 
