@@ -166,6 +166,10 @@ def test_malformed_request_golden_reply(data: bytes, reply: bytes) -> None:
         (b"ECHO \vab\r\n", [[b"ECHO", b"ab"]]),
         (b'ECHO "a"\v\r\n', [[b"ECHO", b"a"]]),
         (b"ECHO a\f\r\n", [[b"ECHO", b"a\f"]]),
+        # a top-level empty bulk after a frame is an inline command, not an empty bulk
+        # (hiredis reads it as b"", the only top-level non-array that joins like bytes)
+        (b"*1\r\n$3\r\nSET\r\n$0\r\n\r\n", [[b"SET"], [b"$0"]]),
+        (b"\x00*2\r\n*1\r\n$3\r\nSET\r\n$0\r\n\r\n", [[b"\x00*2"], [b"SET"], [b"$0"]]),
     ],
 )
 def test_what_redis_does_with_odd_requests(data: bytes, expected: list) -> None:

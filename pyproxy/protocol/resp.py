@@ -206,7 +206,11 @@ class RequestParser:
                     whole = reader.gets() == []
                 except hiredis.ProtocolError:  # the bytes ended inside a header line
                     whole = False
-                bodies = b"".join(map(b"".join, frames))  # (TypeError likewise)
+                # (TypeError likewise; an empty bulk "$0" at the top joins without one, and
+                # Redis reads it as an inline command: a frame must be an array)
+                if any(type(frame) is not list for frame in frames):
+                    raise TypeError
+                bodies = b"".join(map(b"".join, frames))
         except (hiredis.ProtocolError, TypeError):
             self._reader = hiredis.Reader()
             return None
