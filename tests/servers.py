@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import re
 import shlex
 import shutil
@@ -64,9 +65,37 @@ class MissingDependencyError(ServerError):
 # --------------------------------------------------------------------------- helpers
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' source ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_LISTEN_PORTS = range(10000, _EPHEMERAL_LOW) if _EPHEMERAL_LOW > 12000 else range(0)
+_PORT_CHOICE = random.SystemRandom()  # not the seeded `random` hypothesis replays
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (bind port 0, read it, close)."""
+    """A TCP port that was free on ``host`` a moment ago, drawn at random below the
+    kernel's ephemeral range and never twice by this process: a port taken by bind(0)
+    comes from the range outgoing connections draw their source ports from, and one of
+    them (nutcracker's, a client's) could take it before the server meant for it binds."""
     _check_loopback(host)
+    for _ in range(100 if _LISTEN_PORTS else 0):
+        port = _PORT_CHOICE.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))  # no SO_REUSEADDR: a port in TIME_WAIT is not free
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -79,12 +108,16 @@ def free_ports_in_a_row(count: int, host: str = "127.0.0.1", attempts: int = 50)
         first = free_port(host)
         if first + count > 65536:
             continue
+        following = range(first + 1, first + count)
+        if _handed_out.intersection(following):
+            continue
         try:
-            for port in range(first + 1, first + count):
+            for port in following:
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                     s.bind((host, port))
         except OSError:
             continue
+        _handed_out.update(following)
         return first
     raise ServerError(f"no {count} consecutive free ports on {host} in {attempts} attempts")
 
