@@ -3,8 +3,9 @@ readers on both shards through both proxies while a master is SIGKILLed, then an
 SIGSTOPped, then a master's watchdog is SIGKILLed.
 
 For each fault: no client error for a request sent after the fault except the unknown-outcome
-answer to a write already in flight (for a hung master: sent before the gate saw it stall,
-``STALL_WINDOW``); readers see no error at all; no READONLY reaches a client; no acknowledged
+answer to a write already in flight (for a killed master: sent before the proxy could read
+that its connection died, ``NOTICE_GRACE`` after the kill; for a hung master: sent before the
+gate saw it stall, ``STALL_WINDOW``); readers see no error at all; no READONLY reaches a client; no acknowledged
 write is lost (checked on the new master); the other shard's clients see nothing. The figures
 (worst latency, unknown outcomes, the proxies' hold counters) are printed as phases
 ``hold_*`` with the prefix ``FAILOVER-E2E`` and written to ``failover_figures.json`` in the
@@ -16,6 +17,7 @@ The cluster comes from tests/test_failover_e2e.py (its bring-up and settings: pr
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from tests.test_proxy import Raw
 CLIENTS = 25  # writers per shard, and readers per shard: 50 + 50 in all
 PAUSE = 0.02  # between two requests of one client: ~5,000 requests/s in all
 STALL_WINDOW = 0.5  # a write sent this soon after a master hangs may still be in flight
+NOTICE_GRACE = 0.05  # a SIGKILLed master's dead connection is noticed within this
 UNKNOWN = "may or may not have been applied"
 
 
@@ -115,7 +118,7 @@ def test_clients_see_a_slower_request_not_an_error(zk_server: Any, zk_hosts: str
                                                    redis_factory: Any, proxy_factory: Any,
                                                    tmp_path: Path) -> None:
     seed = Seed(zk_server.client(hosts=zk_hosts))
-    with running(seed, tmp_path):
+    with running(seed, tmp_path), contextlib.ExitStack() as stack:
         start_seed(seed, zk_hosts, redis_factory, proxy_factory, tmp_path)
         phase_layout(seed)
 
@@ -123,6 +126,7 @@ def test_clients_see_a_slower_request_not_an_error(zk_server: Any, zk_hosts: str
         # shard-0 channel (through proxy A) keeps hearing what proxy B publishes
         channel = keys_for_shard(0, 1, "news:")[0]
         subscriber = Raw(*_host_port(seed.proxies[0]))
+        stack.callback(subscriber.close)  # (closed below too; on a failure, here)
         subscriber.cmd("SUBSCRIBE", channel)
         subscriber.reply()
         assert call(seed.proxies[1], "PUBLISH", channel, "before") == 1
@@ -131,7 +135,9 @@ def test_clients_see_a_slower_request_not_an_error(zk_server: Any, zk_hosts: str
         time.sleep(1.0)
         fault = time.monotonic()
         seed.redis["a_m"].kill()
-        killed = time.monotonic()
+        # the proxy learns of the dead master on its next read of that connection; a write
+        # it forwarded meanwhile went into a dead socket and has an unknown outcome too
+        killed = time.monotonic() + NOTICE_GRACE
         wait_until(lambda: role(seed.addr("b_r"))[0] == "master", DEADLINE, "promoted")
         time.sleep(1.0)
         load.stop()
