@@ -153,12 +153,8 @@ def route_get() -> Callable[[], object]:
     return run
 
 
-def route_get_counted() -> Callable[[], object]:
-    """``route_get`` with the pool's ``KeyLoad``: the per-slot counter and the hot-key
-    countdown every key pays, and the sample one key in SAMPLE_EVERY pays (distinct keys)."""
-    table = _table()
-    routes = Routes(table, [shard.name for shard in table.shards], None,
-                    load=hotkeys.KeyLoad(SLOTS))
+def _locate_distinct(routes: Routes[str]) -> Callable[[], object]:
+    """A GET's command lookup + ``routes.locate`` over 4096 distinct keys in turn."""
     lookup = commands.lookup
     keys = _keys(4096)
     turn = iter(range(1 << 62))
@@ -170,23 +166,20 @@ def route_get_counted() -> Callable[[], object]:
         return routes.locate(key)
 
     return run
+
+
+def route_get_counted() -> Callable[[], object]:
+    """``route_get`` with the pool's ``KeyLoad``: the per-slot counter and the hot-key
+    countdown every key pays, and the sample one key in SAMPLE_EVERY pays (distinct keys)."""
+    table = _table()
+    return _locate_distinct(Routes(table, [shard.name for shard in table.shards], None,
+                                   load=hotkeys.KeyLoad(SLOTS)))
 
 
 def route_get_distinct() -> Callable[[], object]:
     """``route_get`` over the same 4096 distinct keys without a load: ``route_get_counted``'s
     baseline."""
-    routes = _routes()
-    lookup = commands.lookup
-    keys = _keys(4096)
-    turn = iter(range(1 << 62))
-
-    def run() -> object:
-        key = keys[next(turn) & 4095]
-        cmd = lookup(b"GET")
-        assert cmd is not None
-        return routes.locate(key)
-
-    return run
+    return _locate_distinct(_routes())
 
 
 def hotkeys_sample() -> Callable[[], object]:

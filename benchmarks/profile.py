@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="output dir (default benchmarks/results/profile-<timestamp>/)")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-    unknown = [n for n in names if n not in run.BY_NAME]
-    if unknown:
-        p.error(f"unknown workloads {unknown}; known: {', '.join(run.BY_NAME)}")
-    workloads = [w for w in run.WORKLOADS if not names or w.name in names]
+    workloads = run.select_workloads(args.workloads, p)
     out = (args.out or REPO / "benchmarks" / "results" /
            f"profile-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)

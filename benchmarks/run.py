@@ -111,6 +111,16 @@ WORKLOADS: tuple[Workload, ...] = (
 BY_NAME = {w.name: w for w in WORKLOADS}
 
 
+def select_workloads(names_csv: str, parser: argparse.ArgumentParser) -> list[Workload]:
+    """The workloads a ``--workloads a,b`` argument names (all when empty), in WORKLOADS'
+    order whatever the order given; an unknown name is the parser's usage error."""
+    names = [n.strip() for n in names_csv.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; known: {', '.join(BY_NAME)}")
+    return [w for w in WORKLOADS if not names or w.name in names]
+
+
 # --------------------------------------------------------------------------- /proc
 
 
@@ -695,12 +705,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
     if args.reps < 1 or args.scale <= 0:
         p.error("--reps must be >= 1 and --scale > 0")
-    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown:
-        p.error(f"unknown workloads {unknown}; known: {', '.join(BY_NAME)}")
-    # canonical order whatever the order given
-    args.workload_list = [w for w in WORKLOADS if not names or w.name in names]
+    args.workload_list = select_workloads(args.workloads, p)
     if args.baseline is not None:
         args.baseline = args.baseline.expanduser().resolve()
         if not (args.baseline / "pyproxy" / "__init__.py").is_file():

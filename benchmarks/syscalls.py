@@ -48,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=0.2, help="multiply every workload's -n")
     p.add_argument("--proxy-args", default="", help="extra arguments for `python -m pyproxy`")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-    unknown = [n for n in names if n not in run.BY_NAME]
-    if unknown:
-        p.error(f"unknown workloads {unknown}; known: {', '.join(run.BY_NAME)}")
-    workloads = [w for w in run.WORKLOADS if not names or w.name in names]
+    workloads = run.select_workloads(args.workloads, p)
     logs = run.REPO / "benchmarks" / "results" / f"syscalls-{time.strftime('%Y%m%d-%H%M%S')}"
     cluster = run.Cluster(args.proxy_args.split(), logs, TARGETS)
     try:

@@ -5,11 +5,11 @@ SIGSTOPped, then a master's watchdog is SIGKILLed.
 For each fault: no client error for a request sent after the fault except the unknown-outcome
 answer to a write already in flight (for a killed master: sent before the proxy could read
 that its connection died, ``NOTICE_GRACE`` after the kill; for a hung master: sent before the
-gate saw it stall, ``STALL_WINDOW``); readers see no error at all; no READONLY reaches a client; no acknowledged
-write is lost (checked on the new master); the other shard's clients see nothing. The figures
-(worst latency, unknown outcomes, the proxies' hold counters) are printed as phases
-``hold_*`` with the prefix ``FAILOVER-E2E`` and written to ``failover_figures.json`` in the
-test's tmp dir.
+gate saw it stall, ``STALL_WINDOW``); readers see no error at all; no READONLY reaches a
+client; no acknowledged write is lost (checked on the new master); the other shard's clients
+see nothing. The figures (worst latency, unknown outcomes, the proxies' hold counters) are
+printed as phases ``hold_*`` with the prefix ``FAILOVER-E2E`` and written to
+``failover_figures.json`` in the test's tmp dir.
 
 The cluster comes from tests/test_failover_e2e.py (its bring-up and settings: proxy timeout
 400 ms, so a stall is seen after 200 ms; failover_hold is the ZooKeeper default, 5000 ms).

@@ -161,6 +161,13 @@ def test_describe_stats_lists_every_field() -> None:
     assert names(described.stdout) == names(theirs.stdout + theirs.stderr) != set()
 
 
+def _two_shards(zk: Any, cluster: str) -> None:
+    """The seed's two shard nodes under ``cluster``: slots 0-2047 and 2048-4095."""
+    for i, (lo, hi) in enumerate([(0, 2047), (2048, 4095)]):
+        zk.create(f"{cluster}/{zkschema.shard_name(i)}", zkschema.weight_data(lo, hi),
+                  makepath=True)
+
+
 def test_scrape_during_traffic_and_topology_change(
     redis_factory: Any, proxy_factory: Any, zk_hosts: str
 ) -> None:
@@ -171,9 +178,7 @@ def test_scrape_during_traffic_and_topology_change(
     zk.start(timeout=10)
     cluster = "/redis/cluster/m"
     try:
-        for i, (lo, hi) in enumerate([(0, 2047), (2048, 4095)]):
-            zk.create(f"{cluster}/{zkschema.shard_name(i)}", zkschema.weight_data(lo, hi),
-                      makepath=True)
+        _two_shards(zk, cluster)
         master = zk.create(f"{cluster}/redis-0000/{a.address}-", ephemeral=True, sequence=True)
         zk.create(f"{cluster}/redis-0000/{replica.address}-", ephemeral=True, sequence=True)
         zk.create(f"{cluster}/redis-0001/{b.address}-", ephemeral=True, sequence=True)
@@ -259,9 +264,7 @@ def test_registration_gauge_says_which_proxy_holds_its_node(
     zk.start(timeout=10)
     cluster = "/redis/cluster/r"
     try:
-        for i, (lo, hi) in enumerate([(0, 2047), (2048, 4095)]):
-            zk.create(f"{cluster}/{zkschema.shard_name(i)}", zkschema.weight_data(lo, hi),
-                      makepath=True)
+        _two_shards(zk, cluster)
         ports = []
         for _ in range(2):
             port, metrics = free_port(), free_port()
