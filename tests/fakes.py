@@ -113,6 +113,10 @@ class FakeClient:
         self.held = 0
         self.flusher = Flusher()  # no scheduler: flush() writes nothing here
         self.written: list[bytes] = []
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def flush(self) -> None:
         while self.queue and self.queue[0].raw is not None:

@@ -128,3 +128,35 @@ def test_flow_control_hysteresis_and_write_pressure() -> None:
     assert transport.calls == ["pause", "resume", "pause", "resume", "pause"]
     flow.write_resumed(0)
     assert transport.calls[-1] == "resume" and not flow.paused
+
+
+def test_a_client_whose_flush_raises_is_closed_and_the_others_still_flushed() -> None:
+    """A bug in one client's flush must not strand the other clients of the loop turn (their
+    replies settled, never written) nor leave the failing client to read replies in another
+    request's place."""
+    from pyproxy.proxy.replies import Flusher
+
+    class Broken:
+        def __init__(self) -> None:
+            self.dirty, self.held, self.closed, self.flusher = False, 0, False, flusher
+
+        def flush(self) -> None:
+            raise IndexError("a bug")
+
+        def close(self) -> None:
+            self.closed = True
+
+    class Fine(Broken):
+        flushed = False
+
+        def flush(self) -> None:
+            self.flushed = True
+
+    flusher = Flusher()
+    broken, fine = Broken(), Fine()
+    for owner in (broken, fine):
+        owner.dirty = True
+        flusher.mark(owner)
+    flusher.flush()
+    assert broken.closed and fine.flushed and not fine.closed
+    assert not broken.dirty and not fine.dirty

@@ -96,11 +96,15 @@ class Owner:
     def __init__(self) -> None:
         self.dirty = False
         self.flushes = 0
+        self.closed = False
         self.held = 0
         self.flusher = FLUSHER
 
     def flush(self) -> None:
         self.flushes += 1
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))

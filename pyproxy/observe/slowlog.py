@@ -88,17 +88,35 @@ def kept_args(args: list[bytes]) -> tuple[bytes, ...]:
     return tuple(kept)
 
 
+# the settings Redis 7 flags sensitive, whose values CONFIG SET never shows
+_SECRET_SETTINGS = frozenset((b"requirepass", b"masterauth", b"tls-key-file-pass",
+                              b"tls-client-key-file-pass"))
+
+
 def _redacted(args: list[bytes]) -> list[bytes]:
+    """``args`` with what Redis 7 redacts from its slowlog replaced by ``(redacted)``."""
     name = args[0].lower()
+    out = list(args)
     if name == b"auth":
-        return [args[0], *(REDACTED for _ in args[1:])]
-    if name == b"hello":
-        out = list(args)
+        out[1:] = [REDACTED] * (len(out) - 1)
+    elif name == b"hello":
         for index in range(2, len(out) - 2):
             if out[index].upper() == b"AUTH":
                 out[index + 1] = out[index + 2] = REDACTED
-        return out
-    return args
+    elif name == b"acl" and len(out) > 2 and out[1].lower() == b"setuser":
+        out[3:] = [REDACTED] * (len(out) - 3)  # the user's name stays, its rules do not
+    elif name == b"config" and len(out) > 1 and out[1].lower() == b"set":
+        for index in range(2, len(out) - 1, 2):
+            if out[index].lower() in _SECRET_SETTINGS:
+                out[index + 1] = REDACTED
+    elif name == b"migrate":
+        for index in range(6, len(out)):
+            option = out[index].upper()
+            if option == b"AUTH" and index + 1 < len(out):
+                out[index + 1] = REDACTED
+            elif option == b"AUTH2" and index + 2 < len(out):
+                out[index + 1] = out[index + 2] = REDACTED
+    return out
 
 
 class SlowLog:
@@ -148,8 +166,8 @@ class SlowLog:
             return "all"  # the keyspace commands: SCAN, KEYS, INFO, SCRIPT, FUNCTION, ...
         try:
             positions = [1] if command.kind == PUBLISH else command.key_positions(args)
-        except KeyError:
-            return "proxy"  # a bad numkeys: the proxy answered the error
+        except (KeyError, IndexError, ValueError):
+            return "proxy"  # too few arguments or a bad numkeys: the proxy answered the error
         if not positions:
             return table.shards[0].name
         namer = self._namer

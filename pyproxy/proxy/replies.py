@@ -9,7 +9,9 @@ Invariants:
 * Settling never writes to a socket. It marks the owner dirty with its ``Flusher``; the first
   owner marked in an event-loop turn schedules one ``Flusher.flush`` for the end of that turn,
   so a client whose pipeline spans several shards gets one write per turn, not one per
-  shard. A ``Flusher`` without a scheduler (unit tests) flushes only when asked.
+  shard. A ``Flusher`` without a scheduler (unit tests) flushes only when asked. An owner
+  whose flush raises (a bug) is closed, so that its client never reads a reply in another's
+  place; the other owners of the turn are flushed all the same.
 
 Anything with ``settle(raw)`` can wait on a backend (a ``Waiter``): a ``Reply``, one part of a
 fan-out (``fanout.Part``), or a ``Swallow`` for the proxy's own requests.
@@ -19,10 +21,13 @@ Pure: no asyncio, no sockets.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from ..observe.stats import UNKNOWN_INDEX
+
+log = logging.getLogger("pyproxy.replies")
 
 
 class Waiter(Protocol):
@@ -37,6 +42,8 @@ class Owner(Protocol):
     held: int  # bytes of settled replies not yet written (flow control, output limits)
 
     def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Flusher:
@@ -60,7 +67,11 @@ class Flusher:
             owners.clear()
             for owner in batch:
                 owner.dirty = False
-                owner.flush()
+                try:
+                    owner.flush()
+                except Exception:  # a bug: this client's replies are in doubt, not the others'
+                    log.exception("writing a client's replies failed; closing that client")
+                    owner.close()
 
 
 class Reply:
