@@ -7,6 +7,8 @@ import socket
 import time
 from typing import Any
 
+import pytest
+
 from pyproxy.observe.slowlog import SlowLog, kept_args
 from pyproxy.protocol.commands import COMMANDS
 from pyproxy.routing import table as routing
@@ -37,6 +39,26 @@ def test_passwords_are_redacted_as_redis_7_does() -> None:
     assert kept_args([b"auth", b"user", b"secret"]) == (b"auth", b"(redacted)", b"(redacted)")
     assert kept_args([b"HELLO", b"3", b"AUTH", b"u", b"p", b"SETNAME", b"n"]) == (
         b"HELLO", b"3", b"AUTH", b"(redacted)", b"(redacted)", b"SETNAME", b"n")
+    r = b"(redacted)"
+    assert kept_args([b"CONFIG", b"SET", b"maxmemory", b"1gb", b"requirepass", b"pw",
+                      b"MASTERAUTH", b"pw2"]) == (b"CONFIG", b"SET", b"maxmemory", b"1gb",
+                                                  b"requirepass", r, b"MASTERAUTH", r)
+    assert kept_args([b"ACL", b"SETUSER", b"u", b"on", b">s3cret"]) == (
+        b"ACL", b"SETUSER", b"u", r, r)
+    assert kept_args([b"MIGRATE", b"h", b"1", b"", b"0", b"5000", b"AUTH", b"pw", b"KEYS",
+                      b"k"]) == (b"MIGRATE", b"h", b"1", b"", b"0", b"5000", b"AUTH", r,
+                                 b"KEYS", b"k")
+    assert kept_args([b"MIGRATE", b"h", b"1", b"k", b"0", b"5000", b"AUTH2", b"u", b"pw"]) == (
+        b"MIGRATE", b"h", b"1", b"k", b"0", b"5000", b"AUTH2", r, r)
+
+
+@pytest.mark.parametrize("name", ["eval", "evalsha", "fcall", "zunion", "lmpop", "sintercard"])
+def test_a_numkeys_command_with_too_few_arguments_is_the_proxys(name: str) -> None:
+    """Answered with the arity error by the proxy: logged, never raising (it used to raise
+    IndexError from the numkeys finder, in the middle of writing the client's replies)."""
+    slow = log()
+    slow.record(COMMANDS[name].index, [name.upper().encode()], 0.5, "127.0.0.1:5", b"")
+    assert slow.latest(1)[0].shard == "proxy"
 
 
 def test_entries_newest_first_bounded_with_ids_never_reused() -> None:
@@ -84,8 +106,8 @@ def test_shard_names_the_owner_of_the_keys() -> None:
     assert slow.latest(1)[0].args[0] == b"WATCH"  # a blocking call's wait is not logged
 
 
-def _slowlog_get(client: Any) -> list[Any]:
-    return list(client.execute_command("SLOWLOG", "GET"))
+def _slowlog_get(client: Any, *extra: str) -> list[Any]:
+    return list(client.execute_command("SLOWLOG", "GET", *extra))
 
 
 def test_slowlog_shows_a_request_its_stopped_shard_made_slow(
@@ -113,7 +135,9 @@ def test_slowlog_shows_a_request_its_stopped_shard_made_slow(
     client.get(fast_key)
     entries = _slowlog_get(client)
     assert len(entries) == 1, entries
-    entry_id, when, duration, args, addr, name, shard = entries[0]
+    assert len(entries[0]) == 6  # Redis's entry, as client libraries read it
+    entry_id, when, duration, args, addr, name, shard = _slowlog_get(client, "1", "SHARD")[0]
+    assert list(entries[0]) == [entry_id, when, duration, args, addr, name]
     assert args == [b"GET", slow_key.encode()]
     assert shard == b.address.encode()  # a static pool's shard is named as nutcracker names it
     assert (addr, name) == (peer.encode(), b"patient")
@@ -130,15 +154,19 @@ def test_slowlog_errors_are_redis_s(redis_factory: Any, proxy_factory: Any) -> N
     port = free_port()
     proxy_factory(pool_config(port, two_shards(a, b)))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.sendall(b"SLOWLOG GET -2\r\nSLOWLOG GET x\r\nSLOWLOG LEN x\r\nSLOWLOG GET 1 2\r\n"
-                    b"SLOWLOG FOO\r\nSLOWLOG GET 0\r\nSLOWLOG\r\nPING\r\n")
-        expected = (b"-ERR count should be greater than or equal to -1\r\n" * 2
+        raw.sendall(b"SLOWLOG GET -2\r\nSLOWLOG GET x\r\nSLOWLOG GET +5\r\nSLOWLOG GET 05\r\n"
+                    b"SLOWLOG GET 99999999999999999999\r\n"
+                    b"SLOWLOG LEN x\r\nSLOWLOG GET 1 2\r\n"
+                    b"SLOWLOG FOO\r\nSLOWLOG GET 0\r\nSLOWLOG\r\n"
+                    b"SLOWLOG " + b"x" * 300 + b"\r\nPING\r\n")
+        expected = (b"-ERR count should be greater than or equal to -1\r\n" * 5
                     + b"-ERR wrong number of arguments for 'slowlog|len' command\r\n"
                     + b"-ERR unknown subcommand or wrong number of arguments for 'GET'. Try "
                       b"SLOWLOG HELP.\r\n"
                     + b"-ERR unknown subcommand 'FOO'. Try SLOWLOG HELP.\r\n"
                     + b"*0\r\n"
                     + b"-ERR wrong number of arguments for 'slowlog' command\r\n"
+                    + b"-ERR unknown subcommand '" + b"x" * 128 + b"'. Try SLOWLOG HELP.\r\n"
                     + b"+PONG\r\n")
         data = b""
         deadline = time.monotonic() + 10

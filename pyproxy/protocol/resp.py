@@ -285,7 +285,7 @@ class RequestParser:
         cr = _line_end(buf, pos, "too big mbulk count string")
         if cr < 0:
             return -1
-        count = _string2ll(buf, pos + 1, cr)
+        count = string2ll(bytes(buf[pos + 1 : cr]))
         if count is None or count > _INT_MAX:
             raise ProtocolError("invalid multibulk length")
         if not authenticated and count > UNAUTH_MULTIBULK:
@@ -316,7 +316,7 @@ class RequestParser:
                         break
                     if buf[pos] != _DOLLAR:
                         raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-                    length = _string2ll(buf, pos + 1, cr)
+                    length = string2ll(bytes(buf[pos + 1 : cr]))
                     if length is None or length < 0:
                         raise ProtocolError("invalid bulk length")
                     bulk = length
@@ -385,10 +385,9 @@ def _line_end(buf: bytearray, pos: int, too_big: str) -> int:
     return cr
 
 
-def _string2ll(buf: bytearray, start: int, end: int) -> int | None:
-    """``buf[start:end]`` as Redis's ``string2ll`` reads it (an optional '-', digits, no
-    leading zero, within a long long), or None."""
-    text = bytes(buf[start:end])
+def string2ll(text: bytes) -> int | None:
+    """``text`` as Redis's ``string2ll`` reads it (an optional '-', digits, no leading zero,
+    within a long long), or None: how Redis reads a count or a length."""
     if text == b"0":
         return 0
     digits = text[1:] if text[:1] == b"-" else text

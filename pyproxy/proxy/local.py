@@ -316,11 +316,11 @@ def _setinfo(session: Session, attribute: bytes, value: bytes) -> bytes:
 
 _SLOWLOG_HELP = resp.array([b"+%b\r\n" % line.encode() for line in (
     "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-    "GET [<count>]",
+    "GET [<count> [SHARD]]",
     "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
     "    Entries are made of:",
     "    id, timestamp, time in microseconds, arguments array, client IP and port,",
-    "    client name, and (pyproxy) the shard that served it",
+    "    client name; with SHARD (pyproxy), then the shard that served it",
     "LEN",
     "    Return the length of the slowlog.",
     "RESET",
@@ -333,17 +333,16 @@ _SLOWLOG_HELP = resp.array([b"+%b\r\n" % line.encode() for line in (
 def _slowlog(session: Session, context: Context, args: list[bytes]) -> bytes:
     log = context.pool.slowlog
     sub = args[1].lower()
-    shown = args[1].decode(errors="replace")
-    if sub == b"get" and len(args) <= 3:
+    shown = args[1][:128].decode(errors="replace")  # Redis echoes at most 128 bytes
+    with_shard = len(args) == 4 and args[3].lower() == b"shard"
+    if sub == b"get" and (len(args) <= 3 or with_shard):
         count = 10
-        if len(args) == 3:
-            try:
-                count = int(args[2])
-            except ValueError:
-                count = -2
-            if count < -1:
+        if len(args) >= 3:
+            parsed = resp.string2ll(args[2])
+            if parsed is None or parsed < -1:
                 return resp.error("ERR count should be greater than or equal to -1")
-        return resp.array([_slow_entry(entry) for entry in log.latest(count)])
+            count = parsed
+        return resp.array([_slow_entry(entry, with_shard) for entry in log.latest(count)])
     if sub == b"len" and len(args) == 2:
         return resp.integer(len(log))
     if sub == b"reset" and len(args) == 2:
@@ -359,12 +358,17 @@ def _slowlog(session: Session, context: Context, args: list[bytes]) -> bytes:
     return resp.error(f"ERR unknown subcommand '{shown}'. Try SLOWLOG HELP.")
 
 
-def _slow_entry(entry: SlowEntry) -> bytes:
-    return resp.array([
+def _slow_entry(entry: SlowEntry, with_shard: bool) -> bytes:
+    """Redis's six elements; the shard as a seventh only when asked (``SHARD``): client
+    libraries read Redis's entries, and newer Redis versions may add fields of their own."""
+    fields = [
         resp.integer(entry.id), resp.integer(entry.time), resp.integer(entry.duration_us),
         resp.array([resp.bulk(arg) for arg in entry.args]), resp.bulk(entry.addr.encode()),
-        resp.bulk(entry.name), resp.bulk(entry.shard.encode()),
-    ])
+        resp.bulk(entry.name),
+    ]
+    if with_shard:
+        fields.append(resp.bulk(entry.shard.encode()))
+    return resp.array(fields)
 
 
 _HANDLERS = {
