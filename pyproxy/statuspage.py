@@ -11,12 +11,15 @@ request takes:
   (a few are kept; none before the second request: the page then says "since start");
 
 then ``observe.status.report`` and ``render`` draw it. Nothing runs while nobody looks.
+``/status.json`` is strict JSON: a latency past the histogram's last bucket (the report's
+``inf``) is written as the string ``">5000"`` (ms), not as ``Infinity``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -24,6 +27,7 @@ from typing import Protocol
 
 from .observe.metrics import on_loop
 from .observe.snapshot import ProxySnapshot
+from .observe.stats import LATENCY_BUCKETS
 from .observe.status import render, report
 from .proxy.pool import Pool
 from .proxy.roles import Role, probe
@@ -60,7 +64,8 @@ class StatusPages:
         return HTML, render(self.report()).encode()
 
     def json(self) -> tuple[str, bytes]:
-        return JSON, json.dumps(self.report(), separators=(",", ":")).encode()
+        return JSON, json.dumps(_strict(self.report()), separators=(",", ":"),
+                                allow_nan=False).encode()
 
     def report(self) -> dict[str, object]:
         with self.lock:
@@ -88,3 +93,14 @@ class StatusPages:
         for found in await asyncio.gather(*asks):
             answers.update(found)
         return answers
+
+
+def _strict(value: object) -> object:
+    """``value`` with every infinite float replaced by ``">N"``, N the last bucket in ms."""
+    if isinstance(value, float) and math.isinf(value):
+        return f">{LATENCY_BUCKETS[-1] * 1000:g}"
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value

@@ -282,3 +282,57 @@ def test_report_and_page_show_migration_failover_and_role_disagreement() -> None
     assert "GET &lt;k&gt;" in page  # text is escaped
     assert "<code>hot</code>" in page and "<code>noise</code>" not in page  # noise not shown
     assert json.loads(json.dumps(status)) == status  # the JSON twin is plain data
+
+
+def test_status_json_is_strict_when_a_latency_is_past_the_last_bucket() -> None:
+    """A request slower than the histogram's last bound makes a quantile ``inf``: the JSON
+    twin says ">5000" there, which every JSON parser reads (``Infinity`` is not JSON)."""
+    from pyproxy.observe.stats import LATENCY_BUCKETS
+    from pyproxy.observe.status import quantile
+    from pyproxy.statuspage import _strict
+
+    counts = [0] * len(LATENCY_BUCKETS) + [1]
+    assert quantile(counts, 0.99) == float("inf")
+    text = json.dumps(_strict({"p99_ms": float("inf"), "rows": [(1.5, float("inf"))]}),
+                      allow_nan=False)
+    assert json.loads(text) == {"p99_ms": ">5000", "rows": [[1.5, ">5000"]]}
+
+
+def test_rates_restart_when_a_backends_counters_did() -> None:
+    """A backend made anew (its address left the table and came back) restarts its histogram:
+    the page then shows what the new one counted, never negative counts."""
+    from pyproxy.observe.stats import Histogram
+    from pyproxy.observe.status import _since
+
+    before, now = Histogram(), Histogram()
+    for _ in range(5):
+        before.observe(0.001)
+    now.observe(0.001)
+    assert _since(now, before) == list(now.counts)
+    later = now.copy()
+    later.observe(0.001)
+    assert sum(_since(later, now)) == 1
+
+
+def test_a_member_answering_garbage_is_its_own_error_not_the_pages() -> None:
+    """ROLE asked of something that is not a redis (an HTTP server here) is that member's
+    error; the other member's answer still comes back."""
+    import asyncio
+
+    from pyproxy.proxy.roles import probe
+
+    async def scenario() -> dict[str, Any]:
+        async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(http, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await probe([f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"], None, 2.0)
+        finally:
+            server.close()
+
+    answers = asyncio.run(scenario())
+    assert len(answers) == 2 and all(role.error for role in answers.values()), answers

@@ -77,9 +77,12 @@ def quantile(counts: Sequence[int], q: float) -> float | None:
 
 
 def _since(now: Histogram, before: Histogram | None) -> list[int]:
+    """The counts since ``before``; all of ``now`` if a count went down (the backend was
+    made anew, e.g. its address left the table and came back: its counters restarted)."""
     if before is None:
         return list(now.counts)
-    return [a - b for a, b in zip(now.counts, before.counts, strict=True)]
+    since = [a - b for a, b in zip(now.counts, before.counts, strict=True)]
+    return list(now.counts) if min(since) < 0 else since
 
 
 def _latency(counts: list[int]) -> dict[str, float | None]:

@@ -74,7 +74,8 @@ async def probe(addresses: list[str], password: str | None,
             return await asyncio.wait_for(_ask(where, password), timeout)
         except TimeoutError:
             return Role("", error=f"no answer within {timeout:g} s")
-        except (OSError, RuntimeError, address.AddressError) as exc:
+        except Exception as exc:  # whatever a member answers (HTTP, garbage, an odd ROLE),
+            # it is that member's error on the page, never the page's failure
             return Role("", error=str(exc) or type(exc).__name__)
 
     answers = await asyncio.gather(*(one(where) for where in addresses))
