@@ -127,14 +127,30 @@ class Record:
         return self.reply == "OK"
 
 
-class Writer(threading.Thread):
+class Stoppable(threading.Thread):
+    """A bounded daemon thread of a test: ``crash`` keeps what ended its ``run`` early, and
+    ``stop`` ends it and asserts that it stopped and did not crash."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.crash: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10.0)
+        assert not self.is_alive(), f"{self.name} did not stop"
+        assert self.crash is None, f"{self.name} crashed: {self.crash!r}"
+
+
+class Writer(Stoppable):
     """``SET key i`` for each key, one at a time, through ``address`` (a proxy), with a short
     pause between writes. Bounded: stops after the last key, after ``max_seconds``, or on
     ``stop()``. A failure of the connection itself is recorded and the writer reconnects."""
 
     def __init__(self, name: str, address: str, keys: list[str], pause: float = 0.002,
                  max_seconds: float = 30.0, reply_timeout: float = 3.0) -> None:
-        super().__init__(name=f"writer {name}", daemon=True)
+        super().__init__(f"writer {name}")
         self.label = name
         self.address = address
         self.keys = keys
@@ -142,8 +158,6 @@ class Writer(threading.Thread):
         self.max_seconds = max_seconds
         self.reply_timeout = reply_timeout
         self.records: list[Record] = []
-        self.crash: BaseException | None = None
-        self._stop_event = threading.Event()
 
     def run(self) -> None:
         try:
@@ -181,12 +195,6 @@ class Writer(threading.Thread):
         finally:
             if sock is not None:
                 sock.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(10.0)
-        assert not self.is_alive(), f"{self.name} did not stop"
-        assert self.crash is None, f"{self.name} crashed: {self.crash!r}"
 
     # views of the records (safe while running: list appends are atomic)
     def acked(self, sent_from: float = 0.0, done_until: float = float("inf")) -> list[Record]:
@@ -242,7 +250,7 @@ def missing_on(address: str, records: list[Record]) -> list[str]:
     return [r.key for r, v in zip(records, values, strict=True) if v != r.value.encode()]
 
 
-class SwitchWatch(threading.Thread):
+class SwitchWatch(Stoppable):
     """Polls, every ``period``, which master a proxy routes ``shard`` to (its INFO
     ``pool_<pool>_masters`` line) and whether ``heir`` is a master yet (ROLE), and notes when
     each first happened: a proxy that routes to the heir before it is promoted gets READONLY
@@ -250,13 +258,11 @@ class SwitchWatch(threading.Thread):
 
     def __init__(self, proxy: str, shard: str, heir: str, pool: str = "alpha",
                  period: float = 0.005, max_seconds: float = 15.0) -> None:
-        super().__init__(name=f"switch watch {shard}", daemon=True)
+        super().__init__(f"switch watch {shard}")
         self.proxy, self.shard, self.heir, self.pool = proxy, shard, heir, pool
         self.period, self.max_seconds = period, max_seconds
         self.routed: float | None = None
         self.promoted: float | None = None
-        self.crash: BaseException | None = None
-        self._stop_event = threading.Event()
 
     def routes_to_heir(self) -> bool:
         info = call(self.proxy, "INFO", "proxy", timeout=1.0).decode()
@@ -279,11 +285,6 @@ class SwitchWatch(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - reported by the test, not the thread
             self.crash = exc
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(10.0)
-        assert not self.is_alive() and self.crash is None, (self.name, self.crash)
-
     def figures(self, fault: float) -> dict[str, Any]:
         """Times from the fault (ms), and by how much the proxy switched before the heir was
         a master (negative: after; the resolution is the polling period plus a round trip)."""
@@ -293,18 +294,16 @@ class SwitchWatch(threading.Thread):
                 "proxy_ahead_of_promotion_ms": _ms(self.promoted - self.routed)}
 
 
-class RoleWatch(threading.Thread):
+class RoleWatch(Stoppable):
     """Polls ROLE of every redis in ``addresses`` every ``period`` and records each change of
     the set answering "master" as (time.monotonic(), that set): a redis promoted even for a
     moment (longer than a poll) shows up. ROLE is not a write, so a fenced master answers."""
 
     def __init__(self, addresses: list[str], period: float = 0.02,
                  max_seconds: float = 60.0) -> None:
-        super().__init__(name="role watch", daemon=True)
+        super().__init__("role watch")
         self.addresses, self.period, self.max_seconds = addresses, period, max_seconds
         self.changes: list[tuple[float, frozenset[str]]] = []
-        self.crash: BaseException | None = None
-        self._stop_event = threading.Event()
 
     def run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -316,11 +315,6 @@ class RoleWatch(threading.Thread):
                 self._stop_event.wait(self.period)
         except BaseException as exc:  # noqa: BLE001 - reported by the test, not the thread
             self.crash = exc
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(10.0)
-        assert not self.is_alive() and self.crash is None, (self.name, self.crash)
 
     def ever_master(self) -> set[str]:
         return set().union(*(masters for _, masters in self.changes))

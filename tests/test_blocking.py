@@ -14,24 +14,27 @@ from typing import Any
 import pytest
 
 from tests.servers import ProxyProcess, RedisServer, free_port
-from tests.test_proxy import Cluster, Raw, key_on, pool_yaml, two_shard_config
+from tests.test_proxy import (
+    Cluster,
+    Raw,
+    key_on,
+    pool_yaml,
+    second_proxy,
+    two_shard_cluster,
+)
 
 DEADLINE = 10.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=1000))
-        with proxy:
-            yield Cluster(a, b, ref, proxy)
-        assert not proxy.forced_kill, proxy.log_tail()
+    with two_shard_cluster(timeout=1000) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def second(cluster: Cluster) -> Iterator[ProxyProcess]:
-    """A second proxy over the same two shards."""
-    with ProxyProcess(two_shard_config(cluster.a, cluster.b, timeout=1000)) as proxy:
+    with second_proxy(cluster) as proxy:
         yield proxy
 
 

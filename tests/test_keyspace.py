@@ -12,19 +12,16 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.servers import ProxyProcess, RedisServer, free_port, pool_config
-from tests.test_proxy import Cluster, Raw, key_on, two_shard_config
+from tests.servers import free_port, pool_config
+from tests.test_proxy import Cluster, Raw, key_on, two_shard_cluster
 
 DEADLINE = 10.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=5000))
-        with proxy:
-            yield Cluster(a, b, ref, proxy)
-        assert not proxy.forced_kill, proxy.log_tail()
+    with two_shard_cluster() as running:
+        yield running
 
 
 @pytest.fixture

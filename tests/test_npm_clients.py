@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ProxyProcess, RedisServer
-from tests.test_proxy import Cluster, key_on, two_shard_config
+from tests.servers import ProxyProcess
+from tests.test_proxy import Cluster, key_on, two_shard_cluster, two_shard_config
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
@@ -41,10 +41,8 @@ def node_clients() -> Path:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=5000))
-        with proxy:
-            yield Cluster(a, b, ref, proxy)
+    with two_shard_cluster() as running:
+        yield running
 
 
 def run_clients(port: int, prefix: str, cross: tuple[bytes, bytes]) -> dict[str, Any]:

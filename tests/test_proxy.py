@@ -10,6 +10,7 @@ same bytes back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -149,13 +150,28 @@ class Cluster:
         return self.b if slot(key) < 2048 else self.a
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def two_shard_cluster(timeout: int = 5000) -> Iterator[Cluster]:
+    """Two shards, a reference redis and a proxy over the shards (per-request ``timeout`` ms);
+    the proxy must stop on SIGTERM, unforced."""
     with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=5000))
+        proxy = ProxyProcess(two_shard_config(a, b, timeout=timeout))
         with proxy:
             yield Cluster(a, b, ref, proxy)
         assert not proxy.forced_kill, proxy.log_tail()
+
+
+@contextlib.contextmanager
+def second_proxy(cluster: Cluster, timeout: int = 1000) -> Iterator[ProxyProcess]:
+    """A second proxy over the same two shards."""
+    with ProxyProcess(two_shard_config(cluster.a, cluster.b, timeout=timeout)) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with two_shard_cluster() as running:
+        yield running
 
 
 @pytest.fixture

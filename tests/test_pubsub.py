@@ -15,24 +15,28 @@ from typing import Any
 import pytest
 import redis
 
-from tests.servers import ProxyProcess, RedisServer, free_port
-from tests.test_proxy import Cluster, Raw, key_on, pool_yaml, two_shard_config
+from tests.servers import ProxyProcess, free_port
+from tests.test_proxy import (
+    Cluster,
+    Raw,
+    key_on,
+    pool_yaml,
+    second_proxy,
+    two_shard_cluster,
+)
 
 DEADLINE = 10.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=1000))
-        with proxy:
-            yield Cluster(a, b, ref, proxy)
-        assert not proxy.forced_kill, proxy.log_tail()
+    with two_shard_cluster(timeout=1000) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def second(cluster: Cluster) -> Iterator[ProxyProcess]:
-    with ProxyProcess(two_shard_config(cluster.a, cluster.b, timeout=1000)) as proxy:
+    with second_proxy(cluster) as proxy:
         yield proxy
 
 

@@ -12,19 +12,21 @@ from typing import Any
 import pytest
 import redis
 
-from tests.servers import ProxyProcess, RedisServer
-from tests.test_proxy import Cluster, Raw, key_on, slot, two_shard_config
+from tests.test_proxy import (
+    Cluster,
+    Raw,
+    key_on,
+    slot,
+    two_shard_cluster,
+)
 
 DEADLINE = 10.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with RedisServer() as a, RedisServer() as b, RedisServer() as ref:
-        proxy = ProxyProcess(two_shard_config(a, b, timeout=5000))
-        with proxy:
-            yield Cluster(a, b, ref, proxy)
-        assert not proxy.forced_kill, proxy.log_tail()
+    with two_shard_cluster() as running:
+        yield running
 
 
 def untouched(cluster: Cluster, *keys: bytes) -> bool:
