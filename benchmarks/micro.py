@@ -114,16 +114,7 @@ def route_get_ketama() -> Callable[[], object]:
         [routing.Shard.of(f"127.0.0.1:{6379 + i}", i, i, f"127.0.0.1:{6379 + i}")
          for i in range(4)],
         4, hash="fnv1a_64", distribution="ketama")
-    routes = Routes(table, [shard.name for shard in table.shards], None)
-    lookup = commands.lookup
-    args = [b"GET", _keys(1)[0]]
-
-    def run() -> object:
-        cmd = lookup(args[0])
-        assert cmd is not None
-        return routes.locate(args[1])
-
-    return run
+    return _locate_one(Routes(table, [shard.name for shard in table.shards], None))
 
 
 def _table() -> routing.RoutingTable:
@@ -141,7 +132,11 @@ def _routes() -> Routes[str]:
 
 def route_get() -> Callable[[], object]:
     """Command lookup + key -> slot -> shard endpoint, as for one GET."""
-    routes = _routes()
+    return _locate_one(_routes())
+
+
+def _locate_one(routes: Routes[str]) -> Callable[[], object]:
+    """A GET's command lookup + ``routes.locate`` of one key, again and again."""
     lookup = commands.lookup
     args = [b"GET", _keys(1)[0]]
 

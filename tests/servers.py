@@ -180,6 +180,21 @@ def _listen_inodes(port: int) -> set[str] | None:
     return inodes if seen else None
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (``R``, ``S``, ``T`` stopped, ``Z`` zombie...), or
+    None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie."""
+    return process_state(pid) not in (None, "Z")
+
+
 def process_tree(pid: int) -> set[int]:
     """``pid`` and every process below it (from /proc/*/stat)."""
     children: dict[int, list[int]] = {}

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import process_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "demo" / "run.py"
 TIMEOUT = 90
@@ -32,14 +34,6 @@ def _demo_module() -> Any:
     sys.modules["demo_run"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 STOPPED = re.compile(r"^  \S.{17} pid (\d+) +(stopped|killed|had ended|already gone)")
@@ -77,7 +71,7 @@ def test_demo_check_brings_the_cluster_up_and_leaves_nothing(tmp_path: Path) -> 
     assert lines[-1].startswith("nothing left running (11 processes)"), report
     pids = _stopped_pids(lines)
     assert len(pids) == 11, report  # zookeeper, 4 redis, 4 watchdogs, 2 proxies
-    assert [p for p in pids if _alive(p)] == [], report
+    assert [p for p in pids if process_alive(p)] == [], report
     assert not (run_dir / "pids").exists(), report
     # the seed's topology was what ran: both proxies registered, masters first
     assert "redis A:6379" in out and "watchdog B:6380" in out and "proxy B" in out, report

@@ -24,7 +24,14 @@ from pyproxy.observe.statsport import SERVER_STATS, document
 from pyproxy.routing import table as routing
 from pyproxy.routing.routes import Routes
 from pyproxy.server import static_table
-from tests.servers import REPO_ROOT, free_port, pool_config, two_shards, wait_until
+from tests.servers import (
+    REPO_ROOT,
+    free_port,
+    pool_config,
+    process_state,
+    two_shards,
+    wait_until,
+)
 from tests.test_proxy import pyproxy_cli
 
 # twemproxy's conf/nutcracker.yml as released in 0.5.0 (github.com/twitter/twemproxy,
@@ -266,10 +273,6 @@ def signal_and_wait(proc: subprocess.Popen[bytes], sig: signal.Signals, log: Pat
                what=f"the {sig.name} line", proc=proc)
 
 
-def state_of(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
 def protocol_error(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"*1\r\n*1\r\n")
@@ -286,7 +289,7 @@ def test_ttin_ttou_change_the_log_level_and_hup_reopens_the_log(
                    timeout=15, what="pyproxy to listen")
         for sig in (signal.SIGTTOU, signal.SIGTTOU):  # -v 5 (info) -> 3 (errors only)
             signal_and_wait(proc, sig, log)
-        assert state_of(proc.pid) != "T"  # not stopped
+        assert process_state(proc.pid) != "T"  # not stopped
         protocol_error(port)  # logged at info: not shown now
         for sig in (signal.SIGTTIN, signal.SIGTTIN):
             signal_and_wait(proc, sig, log)
@@ -301,7 +304,7 @@ def test_ttin_ttou_change_the_log_level_and_hup_reopens_the_log(
         wait_until(lambda: log.exists() and "SIGHUP" in log.read_text(), timeout=10,
                    what="the reopened log")
         assert "SIGHUP" not in (tmp_path / "p.log.1").read_text()
-        assert proc.poll() is None and state_of(proc.pid) != "T"
+        assert proc.poll() is None and process_state(proc.pid) != "T"
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"PING\r\n")
             assert sock.recv(100) == b"+PONG\r\n"

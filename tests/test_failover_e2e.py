@@ -67,7 +67,7 @@ from tests.cluster import (
     try_set,
 )
 from tests.keys import keys_for_shard
-from tests.servers import REPO_ROOT, RedisServer, redis_client, wait_until
+from tests.servers import REPO_ROOT, RedisServer, process_state, redis_client, wait_until
 from tests.test_watchdog import Watchdog
 
 A, B = "127.0.0.2", "127.0.0.3"
@@ -144,12 +144,6 @@ class Seed:
 def seq(node: str | None) -> int:
     assert node is not None
     return int(node.rsplit("-", 1)[1])
-
-
-def stopped(server: RedisServer) -> bool:
-    """Whether the process is in the stopped state (SIGSTOP delivered)."""
-    with open(f"/proc/{server.pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def wait_acked_since(writer: Writer, since: float, what: str) -> Record:
@@ -349,7 +343,8 @@ def phase_sigstop_master(seed: Seed) -> None:
         fault = time.monotonic()
         seed.redis["b_m"].pause()
         try:
-            wait_until(lambda: stopped(seed.redis["b_m"]), DEADLINE, "the master stopped")
+            wait_until(lambda: process_state(seed.redis["b_m"].pid) == "T", DEADLINE,
+                       "the master stopped")
             # sent before the failover: daemon.py says such a write may still run as it
             # wakes (the proxy has failed its own on its timeout) - measured, not asserted
             early_sock = socket.create_connection((B, seed.redis["b_m"].port), timeout=DEADLINE)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import test_watchdog
-from tests.servers import REPO_ROOT, RedisServer, free_port, wait_until
+from tests.servers import REPO_ROOT, RedisServer, free_port, process_alive, wait_until
 from tests.test_watchdog import (
     CONF,
     DEADLINE,
@@ -66,23 +66,15 @@ def _watchdog(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
                           stdin=subprocess.DEVNULL)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _stop(pid: int) -> None:
     """SIGTERM a daemon this test started, SIGKILL if it lingers."""
-    if not _alive(pid):
+    if not process_alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DEADLINE
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -146,7 +138,8 @@ def test_daemon_detaches_once_ready_writes_pidfile_and_stops(
     pid = int(pidfile.read_text()) if pidfile.exists() else None
     try:
         assert result.returncode == 0 and result.stdout == result.stderr == "", result
-        assert pid is not None and _alive(pid)  # it runs on, although the command returned
+        # it runs on, although the command returned
+        assert pid is not None and process_alive(pid)
         wait_until(lambda: len(members(zk)) == 1, DEADLINE, "the daemon registered")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as page:
             assert b"pyproxy_watchdog_registered 1.0" in page.read()
